@@ -1,0 +1,45 @@
+# Kubemaas: the two commands are `make demo` and `make test`.
+# Everything is installed from this repository's own files into .venv.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.kubemaas-installed
+
+.PHONY: demo test lint typecheck unit cluster-binaries dev-cluster bench kind-e2e clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/kubemaas demo
+
+cluster-binaries:
+	bash tests/cluster/build.sh
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy operator runtime tests bench
+
+test: venv cluster-binaries lint
+	$(BIN)/python -m pytest
+
+dev-cluster: venv cluster-binaries
+	$(BIN)/python -m tests.cluster.devcluster
+
+bench: venv cluster-binaries
+	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/training.py
+	$(BIN)/python bench/compression.py
+	$(BIN)/python bench/operator.py
+
+kind-e2e:
+	bash tests/e2e/kind.sh
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

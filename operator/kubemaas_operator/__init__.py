@@ -1,0 +1,1 @@
+"""Kubemaas control plane: the kopf operator for TrainingJob and ModelService."""

@@ -1,0 +1,1 @@
+"""Kubemaas data plane: everything that runs inside workload pods."""

@@ -1,0 +1,1 @@
+"""kubemaas_runtime.storage"""
