@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kubemaas-installed
 
-.PHONY: demo test lint typecheck unit cluster-binaries dev-cluster bench kind-e2e clean venv
+.PHONY: demo test lint cluster-binaries dev-cluster bench kind-e2e docs clean venv
 
 venv: $(STAMP)
 
@@ -43,3 +43,6 @@ kind-e2e:
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+docs: venv
+	$(BIN)/python -m kubemaas_operator.crd_reference .

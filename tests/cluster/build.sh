@@ -4,9 +4,9 @@
 # kwok and helm.
 #
 # Output: ~/.cache/kubemaas/k8s-<version>-<pin hash>/bin, or $KUBEMAAS_K8S_BIN_DIR.
-# The pin hash covers every go.mod/go.sum here and this script, so a new pin gets
-# a new directory and an unchanged pin is a no-op (tests/cluster/harness.py
-# computes the same path). A binary is moved into place only after its build
+# The pin hash covers every go.mod/go.sum here, so a new pin gets a new directory
+# and an unchanged pin is a no-op (tests/cluster/harness.py computes the same
+# path). After changing only the flags below, delete the directory to rebuild. A binary is moved into place only after its build
 # succeeded, so an interrupted run never leaves a half-written binary behind.
 #
 # Usage: bash tests/cluster/build.sh [--print-bin-dir]
@@ -25,7 +25,6 @@ pin_files=()
 for m in "${modules[@]}"; do
   pin_files+=("$here/$m/go.mod" "$here/$m/go.sum")
 done
-pin_files+=("$here/build.sh")
 
 # Keep in step with harness.k8s_version(): the k8s.io/kubernetes requirement.
 k8s_version="$(sed -nE 's#^[[:space:]]*(require[[:space:]]+)?k8s\.io/kubernetes[[:space:]]+(v[0-9][^[:space:]]*).*#\2#p' "$here/k8s/go.mod" | head -n1)"

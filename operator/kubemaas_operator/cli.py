@@ -1,0 +1,59 @@
+"""``kubemaas operator``: run the kopf operator standalone (no peering objects)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import kopf
+
+from kubemaas_operator.handlers import register
+from kubemaas_operator.settings import OperatorSettings
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", action="append", dest="namespaces", metavar="NS",
+        help="namespace (or glob pattern) to watch; repeatable (default: KUBEMAAS_NAMESPACES, else all)",
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    parser.add_argument(
+        "--liveness", metavar="URL", default=None,
+        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz (default: KUBEMAAS_LIVENESS)",
+    )
+    parser.add_argument("--runtime-image", default=None, help="default runtime image (KUBEMAAS_RUNTIME_IMAGE)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="verbose kopf logging")
+    parser.add_argument("--debug", action="store_true", help="debug kopf logging")
+
+
+def build_settings(args: argparse.Namespace) -> OperatorSettings:
+    """Env settings, with command-line flags taking precedence."""
+    overrides: dict[str, Any] = {}
+    if args.namespaces:
+        overrides["namespaces"] = args.namespaces
+    if args.all_namespaces:
+        overrides["namespaces"] = []
+    if args.liveness:
+        overrides["liveness"] = args.liveness
+    if args.runtime_image:
+        overrides["runtime_image"] = args.runtime_image
+    return OperatorSettings(**overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = build_settings(args)
+    kopf.configure(verbose=args.verbose, debug=args.debug)
+    registry = kopf.OperatorRegistry()
+    register(registry, settings)
+    kopf_settings = kopf.OperatorSettings()
+    kopf_settings.peering.standalone = True
+    kopf.run(
+        registry=registry,
+        settings=kopf_settings,
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=settings.liveness,
+    )
+    return 0

@@ -1,0 +1,106 @@
+"""ModelService handlers: thin entry points into ``reconciler.sync`` through the work queue.
+
+- create/update/resume of a ModelService: sync now (kopf retries on API errors);
+- events of owned Deployments, Jobs and Pods (label ``kubemaas.io/modelservice``): kick the owner;
+- events of TrainingJobs: kick every ModelService whose trainingJobRef names it (``@kopf.index``);
+- every ``resync_period_s``: a forced resync of every ModelService as a safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from kubemaas_operator import cluster, reconciler
+from kubemaas_operator.manifests.common import API_VERSION, GROUP, LABEL_MODELSERVICE, VERSION
+from kubemaas_operator.settings import OperatorSettings
+from kubemaas_operator.workqueue import Key, WorkQueue
+
+MODELSERVICES = (GROUP, VERSION, "modelservices")
+TRAININGJOBS = (GROUP, VERSION, "trainingjobs")
+OWNED = {LABEL_MODELSERVICE: kopf.PRESENT}
+
+log = logging.getLogger("kubemaas.modelservice")
+
+
+def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
+    async def _sync(key: Key, force: bool) -> None:
+        await reconciler.sync(key[0], key[1], settings, log, force=force)
+
+    queue = WorkQueue(_sync)
+
+    @kopf.on.resume(*MODELSERVICES, registry=registry)
+    @kopf.on.create(*MODELSERVICES, registry=registry)
+    @kopf.on.update(*MODELSERVICES, registry=registry)
+    async def reconcile(
+        name: str, namespace: str | None, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch,
+        logger: kopf.Logger, **_: Any,
+    ) -> None:
+        # ``namespace`` is typed as kopf's protocols declare it; ModelServices are namespaced.
+        assert namespace is not None
+        # Status is written by reconciler.sync under the per-object lock, not through ``patch``:
+        # child watches write status too, and kopf applies ``patch`` after the lock is released.
+        try:
+            await queue.run((namespace, name), force=True)
+        except cluster.ApiException as exc:
+            raise kopf.TemporaryError(f"Kubernetes API: {exc.status} {exc.reason}", delay=5) from exc
+
+    # One operator-wide resync loop rather than a kopf timer per object: kopf puts a finalizer
+    # on every object that has a timer, and deleting a ModelService must not need the operator.
+    tasks: list[asyncio.Task[None]] = []
+
+    async def resync_forever() -> None:
+        scopes: list[str | None] = [ns for ns in settings.namespaces if not any(c in ns for c in "*?![")]
+        while True:
+            await asyncio.sleep(settings.resync_period_s)
+            try:
+                for scope in scopes or [None]:
+                    for item in await cluster.list_objects(API_VERSION, "ModelService", scope):
+                        meta = item["metadata"]
+                        queue.kick((meta["namespace"], meta["name"]), force=True)
+            except cluster.ApiException as exc:
+                log.warning(f"resync: cannot list ModelServices: {exc.status} {exc.reason}")
+
+    @kopf.on.startup(registry=registry)
+    async def start_resync(**_: Any) -> None:
+        tasks.append(asyncio.create_task(resync_forever()))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_resync(**_: Any) -> None:
+        for task in tasks:
+            task.cancel()
+
+    @kopf.index(*MODELSERVICES, registry=registry)
+    async def msvc_by_trainingjob(
+        name: str, namespace: str | None, spec: kopf.Spec, **_: Any
+    ) -> dict[tuple[str, str], str] | None:
+        ref = (spec.get("model") or {}).get("trainingJobRef") or {}
+        return {(namespace or "", ref["name"]): name} if ref.get("name") else None
+
+    def _owner(labels: Mapping[str, str], namespace: str | None) -> Key | None:
+        owner = labels.get(LABEL_MODELSERVICE)
+        return (namespace, owner) if owner and namespace else None
+
+    @kopf.on.event("apps", "v1", "deployments", labels=OWNED, registry=registry)
+    @kopf.on.event("batch", "v1", "jobs", labels=OWNED, registry=registry)
+    @kopf.on.event("", "v1", "pods", labels=OWNED, registry=registry)
+    async def child_event(type: str | None, labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+        key = _owner(labels, namespace)
+        if key is not None:
+            queue.kick(key, force=type == "DELETED")
+
+    @kopf.on.event(*TRAININGJOBS, registry=registry)
+    async def trainingjob_event(
+        name: str,
+        namespace: str | None,
+        msvc_by_trainingjob: kopf.Index[tuple[str, str], str] | None = None,  # injected by kopf
+        **_: Any,
+    ) -> None:
+        if namespace is None or msvc_by_trainingjob is None:
+            return
+        for msvc in msvc_by_trainingjob.get((namespace, name), []):
+            queue.kick((namespace, msvc))

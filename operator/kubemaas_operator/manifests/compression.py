@@ -1,0 +1,195 @@
+"""The compression Job of a ModelService and the report its pod leaves (contract 3)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kubemaas_operator.manifests.common import (
+    GROUP,
+    LABEL_MODELSERVICE,
+    child_name,
+    container_security_context,
+    labels,
+    owner_reference,
+    pod_security_context,
+    pvc_claim,
+    pvc_volume,
+    stable_hash,
+)
+from kubemaas_operator.settings import OperatorSettings
+from kubemaas_operator.specs import ModelServiceSpec
+
+COMPONENT = "compressor"
+CONTAINER = "compress"
+ANNOTATION_SOURCE_URI = f"{GROUP}/source-uri"
+ANNOTATION_SOURCE_SHA = f"{GROUP}/source-sha256"
+
+
+class Variant(BaseModel):
+    """One measured variant (camelCase as in the termination message and the status)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str
+    size_bytes: int | None = Field(default=None, alias="sizeBytes")
+    p50_batch1_ms: float | None = Field(default=None, alias="p50Batch1Ms")
+    p95_batch1_ms: float | None = Field(default=None, alias="p95Batch1Ms")
+    p50_batch32_ms: float | None = Field(default=None, alias="p50Batch32Ms")
+    p95_batch32_ms: float | None = Field(default=None, alias="p95Batch32Ms")
+    accuracy: float | None = None
+    accuracy_drop: float | None = Field(default=None, alias="accuracyDrop")
+    agreement: float | None = None
+    rmse: float | None = None
+    passed: bool = False
+
+
+class BundleRef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    uri: str
+    sha256: str
+
+
+class Report(BaseModel):
+    """The JSON ``kubemaas compress`` writes to its termination log."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    selected: str | None = None
+    reason: str = ""
+    bundle: BundleRef | None = None
+    variants: list[Variant] = Field(default_factory=list)
+
+    def variant(self, name: str | None) -> Variant | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+    def status(self) -> dict[str, Any]:
+        """The part of status.compression that comes from the report."""
+        return {
+            "selected": self.selected,
+            "reason": self.reason,
+            "bundle": self.bundle.model_dump() if self.bundle else None,
+            "variants": [v.model_dump(by_alias=True, exclude_none=True) for v in self.variants],
+        }
+
+    def drops(self) -> str:
+        """``int8-dynamic drop 0.0312 (failed), fp16 drop 0.0001 (passed)`` for messages."""
+        parts = []
+        for v in self.variants:
+            drop = "n/a" if v.accuracy_drop is None else f"{v.accuracy_drop:.4f}"
+            parts.append(f"{v.name} drop {drop} ({'passed' if v.passed else 'failed'})")
+        return ", ".join(parts)
+
+
+class ReportError(ValueError):
+    """A termination message that is not a compression report."""
+
+
+def parse_report(message: str) -> Report:
+    try:
+        raw = json.loads(message)
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"termination message is not JSON: {exc}: {message[:200]!r}") from exc
+    try:
+        return Report.model_validate(raw)
+    except ValidationError as exc:
+        raise ReportError(f"termination message is not a compression report: {exc.errors()[0]['msg']}") from exc
+
+
+def digest(source_sha256: str, spec: ModelServiceSpec) -> str:
+    """8 hex chars over the source bundle checksum and the compression spec."""
+    comp = spec.compression
+    return stable_hash({"sha256": source_sha256, "mode": comp.mode, "maxAccuracyDrop": comp.max_accuracy_drop}, 8)
+
+
+def job_name(msvc: str, source_sha256: str, spec: ModelServiceSpec) -> str:
+    """Deterministic ``<msvc>-compress-<digest8>``, at most 63 characters."""
+    return child_name(msvc, f"compress-{digest(source_sha256, spec)}")
+
+
+def output_uri(store: str, namespace: str, msvc: str, source_sha256: str, spec: ModelServiceSpec) -> str:
+    return f"{store.rstrip('/')}/{namespace}/{msvc}/{digest(source_sha256, spec)}"
+
+
+def job(
+    owner: Mapping[str, Any],
+    spec: ModelServiceSpec,
+    source_uri: str,
+    source_sha256: str,
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    """The compression Job: fetch, build every variant, measure, select, upload, report."""
+    meta = owner["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    out = output_uri(settings.model_store_uri, namespace, name, source_sha256, spec)
+    image = spec.runtime.image or settings.runtime_image
+    pod_labels = labels(COMPONENT, name, **{LABEL_MODELSERVICE: name})
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    claims: dict[str, bool] = {}
+    out_claim, in_claim = pvc_claim(out), pvc_claim(source_uri)
+    if in_claim:
+        claims[in_claim] = True
+    if out_claim:
+        claims[out_claim] = False
+    for claim, read_only in claims.items():
+        volume, mount = pvc_volume(claim, settings.pvc_root, read_only=read_only)
+        volumes.append(volume)
+        mounts.append(mount)
+    comp = spec.compression
+    container = {
+        "name": CONTAINER,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["kubemaas"],
+        "args": [
+            "compress",
+            "--bundle", source_uri,
+            "--output", out,
+            "--mode", comp.mode,
+            "--max-accuracy-drop", repr(comp.max_accuracy_drop),
+        ],
+        "env": [
+            {"name": "KUBEMAAS_PVC_ROOT", "value": settings.pvc_root},
+            {"name": "KUBEMAAS_TERMINATION_LOG", "value": "/dev/termination-log"},
+            {"name": "KUBEMAAS_INTRA_OP_THREADS", "value": str(spec.runtime.threads)},
+            {"name": "HOME", "value": "/tmp"},
+        ],
+        "volumeMounts": mounts,
+        "securityContext": container_security_context(),
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    limits = spec.runtime.resources.limits
+    if limits:
+        container["resources"] = {"limits": {k: str(v) for k, v in limits.items()}}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(name, source_sha256, spec),
+            "namespace": namespace,
+            "labels": pod_labels,
+            "annotations": {ANNOTATION_SOURCE_URI: source_uri, ANNOTATION_SOURCE_SHA: source_sha256},
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": settings.compression_deadline_s,
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security_context(settings.run_as_user),
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }

@@ -1,0 +1,328 @@
+"""ModelService children: Deployment (fetch init container + kubemaas serve), Service, HPA."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubemaas_operator.manifests.common import (
+    ANNOTATION_SPEC_HASH,
+    GROUP,
+    LABEL_COMPONENT,
+    LABEL_MODELSERVICE,
+    child_name,
+    container_security_context,
+    labels,
+    owner_reference,
+    pod_security_context,
+    pvc_claim,
+    pvc_volume,
+    selector_string,
+    stable_hash,
+)
+from kubemaas_operator.settings import OperatorSettings
+from kubemaas_operator.specs import ModelServiceSpec
+
+COMPONENT = "predictor"
+MODEL_DIR = "/mnt/models"
+AUTH_DIR = "/var/run/secrets/kubemaas/auth"
+CONTAINER = "kserve-container"
+FETCH_CONTAINER = "storage-initializer"
+ANNOTATION_BUNDLE_URI = f"{GROUP}/bundle-uri"
+ANNOTATION_BUNDLE_SHA = f"{GROUP}/bundle-sha256"
+ANNOTATION_VARIANT = f"{GROUP}/variant"
+ANNOTATION_SIZE = f"{GROUP}/size-bytes"
+ANNOTATION_SOURCE_URI = f"{GROUP}/source-uri"
+ANNOTATION_SOURCE_SHA = f"{GROUP}/source-sha256"
+ANNOTATION_SOURCE = f"{GROUP}/source"
+"""``Kind/namespace/name`` of the object the bundle was trained by (lineage)."""
+ANNOTATION_AUTOSCALED = f"{GROUP}/autoscaled"
+
+
+@dataclass(frozen=True)
+class ServingBundle:
+    """The bundle a Deployment serves (after compression, if any)."""
+
+    uri: str
+    sha256: str
+    variant: str = "none"
+    """The compression variant served; "none" when compression.mode is none (the bundle as given)."""
+    size_bytes: int | None = None
+    source_uri: str | None = None
+    """The bundle before compression (None when it is served as given)."""
+    source_sha256: str | None = None
+    source: tuple[str, str, str] | None = None
+    """(kind, namespace, name) of the TrainingJob that produced the bundle."""
+
+    def annotations(self) -> dict[str, str]:
+        out = {ANNOTATION_BUNDLE_URI: self.uri, ANNOTATION_VARIANT: self.variant}
+        if self.sha256:
+            out[ANNOTATION_BUNDLE_SHA] = self.sha256
+        if self.size_bytes is not None:
+            out[ANNOTATION_SIZE] = str(self.size_bytes)
+        if self.source_uri:
+            out[ANNOTATION_SOURCE_URI] = self.source_uri
+        if self.source_sha256:
+            out[ANNOTATION_SOURCE_SHA] = self.source_sha256
+        if self.source:
+            out[ANNOTATION_SOURCE] = "/".join(self.source)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """status.model"""
+        out: dict[str, Any] = {"uri": self.uri, "variant": self.variant}
+        if self.sha256:
+            out["sha256"] = self.sha256
+        if self.size_bytes is not None:
+            out["sizeBytes"] = self.size_bytes
+        if self.source_uri:
+            out["sourceUri"] = self.source_uri
+        if self.source_sha256:
+            out["sourceSha256"] = self.source_sha256
+        if self.source:
+            out["source"] = {"kind": self.source[0], "namespace": self.source[1], "name": self.source[2]}
+        return out
+
+
+def predictor_name(msvc: str) -> str:
+    return child_name(msvc)
+
+
+def match_labels(msvc: str) -> dict[str, str]:
+    return {LABEL_MODELSERVICE: msvc, LABEL_COMPONENT: COMPONENT}
+
+
+def selector(msvc: str) -> str:
+    """status.selector for the scale subresource (the Deployment's pods)."""
+    return selector_string(match_labels(msvc))
+
+
+def url(msvc: str, namespace: str) -> str:
+    return f"http://{msvc}.{namespace}.svc.cluster.local/v2/models/{msvc}"
+
+
+def _metadata(owner: Mapping[str, Any], name: str) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "name": name,
+        "namespace": meta["namespace"],
+        "labels": labels(COMPONENT, meta["name"], **{LABEL_MODELSERVICE: meta["name"]}),
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def serving_env(name: str, spec: ModelServiceSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """Contract 1: the serving settings as KUBEMAAS_* env vars."""
+    rt = spec.runtime
+    env: list[dict[str, Any]] = [
+        {"name": "KUBEMAAS_MODEL_DIR", "value": MODEL_DIR},
+        {"name": "KUBEMAAS_MODEL_NAME", "value": name},
+        {"name": "KUBEMAAS_HOST", "value": "0.0.0.0"},
+        {"name": "KUBEMAAS_PORT", "value": str(settings.runtime_port)},
+        {"name": "KUBEMAAS_MAX_BATCH_SIZE", "value": str(rt.max_batch_size)},
+        {"name": "KUBEMAAS_MAX_DELAY_MS", "value": _num(rt.max_delay_ms)},
+        {"name": "KUBEMAAS_MAX_QUEUE", "value": str(rt.max_queue)},
+        {"name": "KUBEMAAS_INTRA_OP_THREADS", "value": str(rt.threads)},
+        {"name": "KUBEMAAS_INTER_OP_THREADS", "value": "1"},
+    ]
+    if rt.auth_secret_name:
+        env.append({"name": "KUBEMAAS_AUTH_TOKEN_FILE", "value": f"{AUTH_DIR}/token"})
+    reserved = {e["name"] for e in env}
+    env += [{"name": e.name, "value": e.value} for e in rt.env if e.name not in reserved]
+    return env
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def _resources(spec: ModelServiceSpec) -> dict[str, Any]:
+    res = spec.runtime.resources
+    out: dict[str, Any] = {}
+    if res.requests:
+        out["requests"] = {k: str(v) for k, v in res.requests.items()}
+    if res.limits:
+        out["limits"] = {k: str(v) for k, v in res.limits.items()}
+    return out
+
+
+def spec_hash(name: str, spec: ModelServiceSpec, bundle: ServingBundle, settings: OperatorSettings) -> str:
+    """Everything that should roll the pods: the bundle, the runtime spec, the image and port."""
+    return stable_hash(
+        {
+            "name": name,
+            "bundle": [bundle.uri, bundle.sha256, bundle.variant],
+            "runtime": spec.runtime.model_dump(mode="json", by_alias=True),
+            "image": spec.runtime.image or settings.runtime_image,
+            "port": settings.runtime_port,
+        }
+    )
+
+
+def deployment(
+    owner: Mapping[str, Any], spec: ModelServiceSpec, bundle: ServingBundle, settings: OperatorSettings
+) -> dict[str, Any]:
+    """The serving Deployment; replicas omitted when an HPA owns them."""
+    name = owner["metadata"]["name"]
+    image = spec.runtime.image or settings.runtime_image
+    pod_labels = {**labels(COMPONENT, name, **{LABEL_MODELSERVICE: name}), **match_labels(name)}
+    volumes: list[dict[str, Any]] = [
+        {"name": "models", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+    ]
+    fetch_mounts: list[dict[str, Any]] = [
+        {"name": "models", "mountPath": MODEL_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    serve_mounts: list[dict[str, Any]] = [
+        {"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    claim = pvc_claim(bundle.uri)
+    if claim:
+        volume, mount = pvc_volume(claim, settings.pvc_root, read_only=True)
+        volumes.append(volume)
+        fetch_mounts.append(mount)
+    if spec.runtime.auth_secret_name:
+        volumes.append(
+            {"name": "auth", "secret": {"secretName": spec.runtime.auth_secret_name, "defaultMode": 0o440,
+                                        "items": [{"key": "token", "path": "token"}]}}
+        )
+        serve_mounts.append({"name": "auth", "mountPath": AUTH_DIR, "readOnly": True})
+    probe_common = {"timeoutSeconds": 2}
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": ["serve", "--model-dir", MODEL_DIR],
+        "command": ["kubemaas"],
+        "ports": [{"name": "http", "containerPort": settings.runtime_port, "protocol": "TCP"}],
+        "env": serving_env(name, spec, settings),
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+            **probe_common,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+            **probe_common,
+        },
+        "startupProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 2,
+            "failureThreshold": 60,
+            **probe_common,
+        },
+        "volumeMounts": serve_mounts,
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    resources = _resources(spec)
+    if resources:
+        container["resources"] = resources
+    fetch: dict[str, Any] = {
+        "name": FETCH_CONTAINER,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["kubemaas"],
+        "args": ["fetch", bundle.uri, MODEL_DIR],
+        "env": [{"name": "KUBEMAAS_PVC_ROOT", "value": settings.pvc_root}],
+        "volumeMounts": fetch_mounts,
+        "securityContext": container_security_context(),
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    digest = spec_hash(name, spec, bundle, settings)
+    deploy_spec: dict[str, Any] = {
+        "selector": {"matchLabels": match_labels(name)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "progressDeadlineSeconds": settings.progress_deadline_s,
+        "revisionHistoryLimit": 5,
+        "template": {
+            "metadata": {"labels": pod_labels, "annotations": {ANNOTATION_SPEC_HASH: digest}},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "securityContext": pod_security_context(settings.run_as_user),
+                "terminationGracePeriodSeconds": 30,
+                "initContainers": [fetch],
+                "containers": [container],
+                "volumes": volumes,
+            },
+        },
+    }
+    if spec.autoscaling is None:
+        deploy_spec["replicas"] = spec.replicas
+    meta = _metadata(owner, predictor_name(name))
+    meta["annotations"] = {**bundle.annotations(), ANNOTATION_SPEC_HASH: digest}
+    if spec.autoscaling is not None:
+        meta["annotations"][ANNOTATION_AUTOSCALED] = "true"
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": deploy_spec}
+
+
+def serving_bundle_of(deploy: Mapping[str, Any] | None) -> ServingBundle | None:
+    """The bundle an existing Deployment serves (from its annotations), if any."""
+    if not deploy:
+        return None
+    ann = (deploy.get("metadata") or {}).get("annotations") or {}
+    uri, sha = ann.get(ANNOTATION_BUNDLE_URI), ann.get(ANNOTATION_BUNDLE_SHA, "")
+    if not uri:
+        return None
+    size = ann.get(ANNOTATION_SIZE)
+    source = ann.get(ANNOTATION_SOURCE, "").split("/")
+    return ServingBundle(
+        uri=uri,
+        sha256=sha,
+        variant=ann.get(ANNOTATION_VARIANT, "none"),
+        size_bytes=int(size) if size and size.isdigit() else None,
+        source_uri=ann.get(ANNOTATION_SOURCE_URI),
+        source_sha256=ann.get(ANNOTATION_SOURCE_SHA),
+        source=(source[0], source[1], source[2]) if len(source) == 3 else None,
+    )
+
+
+def service(owner: Mapping[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    """ClusterIP Service ``<name>`` port service_port -> the runtime's named port."""
+    name = owner["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, child_name(name)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": match_labels(name),
+            "ports": [{"name": "http", "port": settings.service_port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def hpa(owner: Mapping[str, Any], spec: ModelServiceSpec) -> dict[str, Any] | None:
+    """autoscaling/v2 HPA on CPU for the Deployment, or None when spec.autoscaling is unset."""
+    if spec.autoscaling is None:
+        return None
+    name = owner["metadata"]["name"]
+    scaling = spec.autoscaling
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(owner, predictor_name(name)),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": predictor_name(name)},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": scaling.target_cpu},
+                    },
+                }
+            ],
+        },
+    }

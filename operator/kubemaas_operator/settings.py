@@ -1,0 +1,68 @@
+"""Operator configuration: one pydantic-settings object, env prefix ``KUBEMAAS_``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """Everything the operator needs to know that is not in a custom resource."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KUBEMAAS_", extra="ignore", use_attribute_docstrings=True, frozen=True
+    )
+
+    runtime_image: str = "ghcr.io/kubemaas/kubemaas:0.1.0"
+    """Image for serving, fetch, compression and training pods when a spec names none."""
+
+    image_pull_policy: str = Field(default="IfNotPresent", pattern="^(Always|IfNotPresent|Never)$")
+    """imagePullPolicy of every container the operator creates."""
+
+    namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Namespaces to watch (comma-separated in the env var); empty means all namespaces."""
+
+    resync_period_s: float = Field(default=300.0, gt=0)
+    """Safety-net resync of every object, on top of the watches that drive reconciliation."""
+
+    model_store_uri: str = "pvc://kubemaas-models"
+    """Where compression Jobs write their output bundles (pvc://claim[/path], s3://bucket/prefix, file://)."""
+
+    pvc_root: str = "/mnt/pvc"
+    """Mount root for pvc:// claims inside workload pods (contract 2: $KUBEMAAS_PVC_ROOT/<claim>)."""
+
+    runtime_port: int = Field(default=8080, ge=1, le=65535)
+    """Container port of ``kubemaas serve``."""
+
+    service_port: int = Field(default=80, ge=1, le=65535)
+    """Port of the ClusterIP Service in front of a ModelService."""
+
+    field_manager: str = "kubemaas-operator"
+    """Server-side apply field manager name for every child object."""
+
+    api_concurrency: int = Field(default=16, ge=1, le=256)
+    """Threads for blocking Kubernetes API calls (the client is synchronous)."""
+
+    run_as_user: int = Field(default=10001, ge=1)
+    """Non-root UID (and GID, fsGroup) of every workload pod."""
+
+    progress_deadline_s: int = Field(default=600, ge=1)
+    """progressDeadlineSeconds of serving Deployments (ProgressDeadlineExceeded surfaces as REASON)."""
+
+    compression_deadline_s: int = Field(default=3600, ge=1)
+    """activeDeadlineSeconds of compression Jobs."""
+
+    stuck_after_s: float = Field(default=120.0, ge=0)
+    """A running serving container that stays unready this long is reported as ReadinessProbeFailing."""
+
+    liveness: str | None = None
+    """kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz (the chart's probe); off when unset."""
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [n.strip() for n in value.split(",") if n.strip()]
+        return value

@@ -1,0 +1,103 @@
+"""``kubemaas compress --bundle URI --output URI --mode MODE --max-accuracy-drop X``.
+
+Plain paths are worked on in place; any ``scheme://`` URI goes through
+kubemaas_runtime.storage (fetch into a scratch directory, upload the result).
+Exit codes: 0 selected, 1 nothing met the gate, 2 bad input or storage failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from kubemaas_runtime.compression.settings import MODES, CompressSettings
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", required=True, help="input bundle: a directory or a storage URI")
+    parser.add_argument("--output", required=True, help="output bundle: a directory or a storage URI")
+    parser.add_argument("--mode", choices=MODES, default=None, help="selection policy (default auto)")
+    parser.add_argument("--max-accuracy-drop", type=float, default=None, help="the accuracy gate (default 0.01)")
+    parser.add_argument("--latency-runs", type=int, default=None, help="timed runs per variant and batch size")
+    parser.add_argument("--calibration-rows", type=int, default=None, help="eval rows used for int8-static")
+    parser.add_argument("--threads", type=int, default=None, help="ORT intra-op threads while timing (default 1)")
+
+
+def settings_from(args: argparse.Namespace) -> CompressSettings:
+    overrides: dict[str, Any] = {
+        "mode": args.mode,
+        "max_accuracy_drop": args.max_accuracy_drop,
+        "latency_runs": args.latency_runs,
+        "calibration_rows": args.calibration_rows,
+        "intra_op_threads": args.threads,
+    }
+    return CompressSettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _is_uri(location: str) -> bool:
+    return "://" in location
+
+
+def _table(outcome_report: Any) -> str:
+    rows = ["variant        size_bytes  p50@1_ms  p50@32_ms  accuracy  drop     passed"]
+    for m in outcome_report.variants:
+        if m.error:
+            rows.append(f"{m.name:<14} {m.error}")
+            continue
+        quality = m.accuracy if m.accuracy is not None else m.rmse
+        rows.append(
+            f"{m.name:<14} {m.size_bytes:>10}  {m.p50_batch1_ms or 0:>8.3f}  {m.p50_batch32_ms or 0:>9.3f}  "
+            f"{quality or 0:>8.4f}  {m.accuracy_drop or 0:>7.4f}  {m.passed}"
+        )
+    return "\n".join(rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from kubemaas_runtime.bundle import BundleError
+    from kubemaas_runtime.compression.pipeline import compress
+    from kubemaas_runtime.compression.report import gate_failure, termination_message, write_termination
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("root", "onnxruntime"):  # the quantizers log advice per node at WARNING
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:
+        sys.stderr.write(f"kubemaas compress: invalid settings: {exc}\n")
+        return 2
+    with tempfile.TemporaryDirectory(prefix="kubemaas-compress-io-") as scratch:
+        try:
+            bundle_dir = Path(args.bundle)
+            if _is_uri(args.bundle):
+                from kubemaas_runtime.storage import fetch
+
+                bundle_dir = fetch(args.bundle, Path(scratch) / "input").path
+            out_dir = Path(scratch) / "output" if _is_uri(args.output) else Path(args.output)
+            outcome = compress(bundle_dir, out_dir, settings)
+            uri = args.output
+            if outcome.bundle is not None and _is_uri(args.output):
+                from kubemaas_runtime.storage import upload
+
+                uri = upload(out_dir, args.output)
+        except (BundleError, ValueError, OSError) as exc:  # StorageError is an OSError or ValueError subclass
+            message = f"kubemaas compress: {exc}"
+            sys.stderr.write(message + "\n")
+            write_termination(settings.termination_log, termination_message(None, None, None, reason=message))
+            return 2
+    report = outcome.report
+    sys.stdout.write(_table(report) + "\n")
+    digest = outcome.bundle.digest if outcome.bundle else None
+    write_termination(settings.termination_log, termination_message(report, uri, digest))
+    if outcome.bundle is None:
+        sys.stderr.write(gate_failure(report) + "\n")
+        return 1
+    sys.stdout.write(f"selected {report.selected}: {report.reason}\nbundle {uri} sha256 {digest}\n")
+    return 0

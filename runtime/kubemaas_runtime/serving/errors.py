@@ -1,0 +1,77 @@
+"""Errors that carry their HTTP status (MLServer style); one renderer turns any of them into
+``{"error": "..."}`` so every surface answers bad input the same way."""
+
+from __future__ import annotations
+
+import orjson
+
+
+class ServingError(Exception):
+    """Base: an error a client may see. Subclasses set ``status_code``."""
+
+    status_code = 500
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class InvalidInput(ServingError):
+    """The request is malformed or does not match the model's signature."""
+
+    status_code = 400
+
+
+class Unauthorized(ServingError):
+    """Missing or wrong bearer token."""
+
+    status_code = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, {"www-authenticate": 'Bearer realm="kubemaas"'})
+
+
+class NotFound(ServingError):
+    """Unknown model, version or route."""
+
+    status_code = 404
+
+
+class MethodNotAllowed(ServingError):
+    status_code = 405
+
+
+class PayloadTooLarge(ServingError):
+    status_code = 413
+
+
+class UnsupportedMediaType(ServingError):
+    status_code = 415
+
+
+class InferenceFailed(ServingError):
+    """ONNX Runtime raised while running a batch."""
+
+    status_code = 500
+
+
+class Unavailable(ServingError):
+    """Not ready yet, draining, or the queue is full."""
+
+    status_code = 503
+
+
+class Overloaded(Unavailable):
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, {"retry-after": str(retry_after_s)})
+
+
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+def error_headers(exc: ServingError) -> list[tuple[bytes, bytes]]:
+    """Raw ASGI headers for an error answer."""
+    body_headers = [(b"content-type", b"application/json")]
+    return body_headers + [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]

@@ -1,0 +1,59 @@
+"""Prometheus metrics, one registry per app (several apps can live in one process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, model: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.model = model
+        self.requests = Counter(
+            "kubemaas_requests", "HTTP requests by route and status", ["model", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "kubemaas_request_duration_seconds", "HTTP request latency by route", ["model", "route"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.batch_rows = Histogram(
+            "kubemaas_batch_size", "Rows per ONNX Runtime call", ["model"],
+            buckets=BATCH_BUCKETS, registry=self.registry,
+        ).labels(model)
+        self.queue_depth = Gauge(
+            "kubemaas_queue_depth", "Requests waiting for a batch", ["model"], registry=self.registry
+        ).labels(model)
+        self.in_flight = Gauge(
+            "kubemaas_inflight_requests", "HTTP requests being served", ["model"], registry=self.registry
+        ).labels(model)
+        self._counters: dict[tuple[str, int], Counter] = {}
+        self._histograms: dict[str, Histogram] = {}
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        # labels() takes a lock and builds a tuple; cache the children on the hot path.
+        counter = self._counters.get((route, status))
+        if counter is None:
+            counter = self._counters[(route, status)] = self.requests.labels(self.model, route, str(status))
+        counter.inc()
+        hist = self._histograms.get(route)
+        if hist is None:
+            hist = self._histograms[route] = self.latency.labels(self.model, route)
+        hist.observe(seconds)
+
+    def track_queue(self, depth: Callable[[], float]) -> None:
+        self.queue_depth.set_function(depth)
+
+    def track_in_flight(self, count: Callable[[], float]) -> None:
+        self.in_flight.set_function(count)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

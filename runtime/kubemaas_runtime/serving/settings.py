@@ -1,0 +1,70 @@
+"""Serving settings: one pydantic-settings object, env prefix ``KUBEMAAS_`` (contract 1).
+
+The operator sets these as environment variables on the serving container; ``kubemaas serve``
+flags override them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServingSettings(BaseSettings):
+    """Everything ``kubemaas serve`` can be told."""
+
+    model_config = SettingsConfigDict(env_prefix="KUBEMAAS_", extra="ignore", protected_namespaces=())
+
+    model_dir: Path = Path("/mnt/models")
+    """Directory holding a bundle (model.onnx + model.json) or a bare model.onnx."""
+    model_name: str | None = None
+    """Name served under /v2/models/{name}; default: the manifest's name, else the directory's name."""
+    host: str = "0.0.0.0"
+    """Address to listen on."""
+    port: int = Field(default=8080, ge=0, le=65535)
+    """TCP port to listen on (0 picks a free one)."""
+    max_batch_size: int = Field(default=32, ge=1)
+    """Most rows merged into one ONNX Runtime call; 1 disables dynamic batching."""
+    max_delay_ms: float = Field(default=2.0, ge=0.0)
+    """Longest a request waits for others to join its batch, in milliseconds."""
+    max_queue: int = Field(default=256, ge=1)
+    """Most requests waiting for a batch; beyond it requests get 503 with Retry-After."""
+    intra_op_threads: int = Field(default=1, ge=0)
+    """ONNX Runtime intra-op threads (0 lets ONNX Runtime choose)."""
+    inter_op_threads: int = Field(default=1, ge=0)
+    """ONNX Runtime inter-op threads (0 lets ONNX Runtime choose)."""
+    auth_token: SecretStr | None = None
+    """Bearer token clients must send; auth is off when neither this nor auth_token_file is set."""
+    auth_token_file: Path | None = None
+    """File holding the bearer token (a mounted Secret); read once at start."""
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+    """Largest request body accepted; bigger ones get 413."""
+    retry_after_s: int = Field(default=1, ge=0)
+    """Value of the Retry-After header on 503 answers when the queue is full."""
+    drain_timeout_s: int | None = Field(default=30, ge=0)
+    """On SIGTERM, how long in-flight requests may take to finish (None waits forever)."""
+    log_level: str = "info"
+    """uvicorn log level."""
+
+    @model_validator(mode="after")
+    def _token_source(self) -> ServingSettings:
+        if self.auth_token is not None and self.auth_token_file is not None:
+            raise ValueError("set only one of auth_token and auth_token_file, not both")
+        return self
+
+    def bearer_token(self) -> str | None:
+        """The token, read from the file when one is configured; None means auth is off."""
+        if self.auth_token is not None:
+            token = self.auth_token.get_secret_value().strip()
+        elif self.auth_token_file is not None:
+            try:
+                token = self.auth_token_file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"auth_token_file {str(self.auth_token_file)!r}: {exc.strerror}") from exc
+        else:
+            return None
+        if not token:
+            raise ValueError("the bearer token is empty; unset auth_token/auth_token_file to disable auth")
+        return token

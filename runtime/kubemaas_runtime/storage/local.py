@@ -1,0 +1,43 @@
+"""Plain paths, ``file://`` and ``pvc://`` (a claim the operator mounted under ``pvc_root``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from kubemaas_runtime.storage.errors import NotFoundError, StorageError
+from kubemaas_runtime.storage.stores import safe_rel
+from kubemaas_runtime.storage.uris import LocalLocation
+
+
+class LocalStore:
+    def __init__(self, location: LocalLocation) -> None:
+        self.uri = location.uri
+        self.root = location.path
+
+    def get(self, rel: str, dest: Path) -> None:
+        src = self.root / safe_rel(self.uri, rel)
+        if not src.is_file():
+            raise NotFoundError(f"{self.uri}: {rel} not found (looked at {src})")
+        if dest.exists() and os.path.samefile(src, dest):
+            return
+        _atomic_copy(src, dest, self.uri)
+
+    def put(self, src: Path, rel: str) -> None:
+        dest = self.root / safe_rel(self.uri, rel)
+        if dest.exists() and os.path.samefile(src, dest):
+            return
+        _atomic_copy(src, dest, self.uri)
+
+
+def _atomic_copy(src: Path, dest: Path, uri: str) -> None:
+    """Copy beside the target, then rename, so a reader never sees half a file."""
+    tmp = dest.with_name(f".{dest.name}.part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"{uri}: cannot copy {src} to {dest}: {exc.strerror or exc}") from exc

@@ -1,0 +1,73 @@
+"""A ``Store`` reads and writes single files below one location; ``open_store`` picks the backend."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from kubemaas_runtime.bundle import check_relative
+from kubemaas_runtime.storage.errors import NotFoundError, StorageError
+from kubemaas_runtime.storage.settings import StorageSettings
+from kubemaas_runtime.storage.uris import HttpLocation, LocalLocation, S3Location, parse_uri
+
+T = TypeVar("T")
+
+
+class Store(Protocol):
+    uri: str
+
+    def get(self, rel: str, dest: Path) -> None:
+        """Copy ``<location>/<rel>`` to the local file ``dest``; ``NotFoundError`` if it is absent."""
+        ...
+
+    def put(self, src: Path, rel: str) -> None:
+        """Copy the local file ``src`` to ``<location>/<rel>`` (replacing it)."""
+        ...
+
+
+class TransientError(StorageError):
+    """A failure worth another try (connection refused, timeout, 5xx)."""
+
+
+def safe_rel(uri: str, rel: str) -> str:
+    try:
+        return check_relative(rel).as_posix()
+    except ValueError as exc:
+        raise StorageError(f"{uri}: {exc}") from exc
+
+
+def retrying(settings: StorageSettings, what: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` up to ``settings.attempts`` times while it raises ``TransientError``."""
+    delay = settings.retry_backoff_s
+    for attempt in range(1, settings.attempts + 1):
+        try:
+            return fn()
+        except TransientError as exc:
+            if attempt == settings.attempts:
+                raise StorageError(f"{what}: gave up after {attempt} tries: {exc}") from exc
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def open_store(uri: str, settings: StorageSettings | None = None) -> Store:
+    settings = settings or StorageSettings()
+    location = parse_uri(uri, settings)
+    if isinstance(location, LocalLocation):
+        from kubemaas_runtime.storage.local import LocalStore
+
+        return LocalStore(location)
+    if isinstance(location, HttpLocation):
+        from kubemaas_runtime.storage.http import HttpStore
+
+        return HttpStore(location, settings)
+    if isinstance(location, S3Location):
+        from kubemaas_runtime.storage.s3 import S3Store
+
+        return S3Store(location, settings)
+    raise AssertionError(f"unknown location {location!r}")  # pragma: no cover
+
+
+__all__ = ["NotFoundError", "StorageError", "Store", "TransientError", "open_store", "retrying", "safe_rel"]

@@ -1,0 +1,884 @@
+"""A real Kubernetes control plane on loopback, for tests and for `make dev-cluster`.
+
+`ControlPlane` runs the binaries that tests/cluster/build.sh builds from pinned Go
+modules: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
+(which plays the kubelet for one fake Node, `kwok-node-0`). Everything listens on
+127.0.0.1 on free ports and lives in a temporary directory; the processes it starts
+run in process groups of their own and are stopped by those group ids, never by name.
+
+    with ControlPlane() as cp:
+        cp.kubectl("get", "nodes")
+        core = kubernetes.client.CoreV1Api(cp.api_client())
+
+Authentication is by static bearer tokens: the admin (`kubemaas-admin`, group
+system:masters) in `cp.kubeconfig`, and each component under its bootstrap RBAC
+identity. Authorization is RBAC. ServiceAccount tokens are signed with a key the
+harness generates, so `kubectl create token` and `--as=system:serviceaccount:...`
+checks behave as on a real cluster.
+
+Every wait has a deadline. A component that exits, or a wait that runs out, raises
+`ComponentError`, whose message names the component and ends with its last log lines.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import datetime
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+CLUSTER_DIR = Path(__file__).resolve().parent
+REPO_ROOT = CLUSTER_DIR.parent.parent
+CRDS_DIR = REPO_ROOT / "crds"
+STAGES_FILE = CLUSTER_DIR / "stages" / "kwok-stages.yaml"
+GO_MODULES = ("k8s", "etcd", "kwok", "helm")
+
+KWOK_NODE_NAME = "kwok-node-0"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+# Room for a few hundred pods with requests; GPUs so that nccl-style pods schedule too.
+KWOK_NODE_ALLOCATABLE = {
+    "cpu": "256",
+    "memory": "1Ti",
+    "ephemeral-storage": "1Ti",
+    "pods": "500",
+    "nvidia.com/gpu": "8",
+}
+SERVICE_CIDR = "10.96.0.0/16"
+POD_CIDR = "10.244.0.0/16"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+ADMIN_USER = "kubemaas-admin"
+
+ETCD = "etcd"
+APISERVER = "kube-apiserver"
+CONTROLLER_MANAGER = "kube-controller-manager"
+SCHEDULER = "kube-scheduler"
+KWOK = "kwok"
+KUBECTL = "kubectl"
+HELM = "helm"
+CORE_COMPONENTS = (ETCD, APISERVER)
+CONTROLLER_COMPONENTS = (CONTROLLER_MANAGER, SCHEDULER, KWOK)
+COMPONENTS = CORE_COMPONENTS + CONTROLLER_COMPONENTS
+BINARIES = (*COMPONENTS, KUBECTL, HELM)
+
+LOG_TAIL_LINES = 40
+STOP_GRACE_SECONDS = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be started, or a part of it failed."""
+
+
+class MissingBinaryError(ControlPlaneError):
+    """A binary that build.sh makes is not in the bin directory."""
+
+
+class StaleDataDirError(ControlPlaneError):
+    """The work directory holds state from an earlier run."""
+
+
+class ComponentError(ControlPlaneError):
+    """A component exited, or did not become ready before its deadline."""
+
+    def __init__(self, component: str, problem: str, log_path: Path | None, log_tail: str) -> None:
+        self.component = component
+        self.problem = problem
+        self.log_path = log_path
+        self.log_tail = log_tail
+        where = f" ({log_path})" if log_path else ""
+        super().__init__(
+            f"{component}: {problem}\n--- last {LOG_TAIL_LINES} log lines of {component}{where} ---\n"
+            f"{log_tail or '(empty log)'}"
+        )
+
+
+class PortInUseError(ComponentError):
+    """A component could not bind its port."""
+
+
+class CommandFailed(subprocess.CalledProcessError):
+    """kubectl or helm exited non-zero; unlike CalledProcessError, str() shows stderr."""
+
+    def __str__(self) -> str:
+        command = " ".join(str(part) for part in self.cmd)
+        return f"`{command}` exited {self.returncode}:\n{self.stderr or ''}{self.stdout or ''}".rstrip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the binaries are (keep in step with build.sh)
+
+
+def k8s_version() -> str:
+    """The k8s.io/kubernetes version pinned in tests/cluster/k8s/go.mod, e.g. `v1.34.4`."""
+    text = (CLUSTER_DIR / "k8s" / "go.mod").read_text()
+    match = re.search(r"^\s*(?:require\s+)?k8s\.io/kubernetes\s+(v\d\S*)", text, re.MULTILINE)
+    if match is None:
+        raise ControlPlaneError(f"no k8s.io/kubernetes requirement in {CLUSTER_DIR / 'k8s' / 'go.mod'}")
+    return match.group(1)
+
+
+def pin_hash() -> str:
+    """sha256 of every go.mod and go.sum under tests/cluster, first 12 hex digits."""
+    digest = hashlib.sha256()
+    for module in GO_MODULES:
+        for name in ("go.mod", "go.sum"):
+            digest.update((CLUSTER_DIR / module / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def default_bin_dir() -> Path:
+    """$KUBEMAAS_K8S_BIN_DIR, else ~/.cache/kubemaas/k8s-<version>-<pin hash>/bin."""
+    override = os.environ.get("KUBEMAAS_K8S_BIN_DIR")
+    if override:
+        return Path(override)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "kubemaas" / f"k8s-{k8s_version()}-{pin_hash()}" / "bin"
+
+
+def missing_binaries(bin_dir: Path, names: Iterable[str] = BINARIES) -> list[str]:
+    return [name for name in names if not os.access(bin_dir / name, os.X_OK)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel hands out on 127.0.0.1, all distinct (sockets held until all are chosen)."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: if the test process dies (even by SIGKILL), so does this."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    path.chmod(0o600)
+
+
+@dataclass
+class _Pki:
+    """A CA, the API server's serving certificate and the ServiceAccount signing key."""
+
+    ca_cert: Path
+    ca_key: Path
+    serving_cert: Path
+    serving_key: Path
+    sa_key: Path
+    sa_pub: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> _Pki:
+        directory.mkdir(parents=True, exist_ok=True)
+        now = datetime.datetime.now(datetime.UTC)
+        not_before = now - datetime.timedelta(hours=1)
+        not_after = now + datetime.timedelta(days=30)
+
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubemaas-test-ca")])
+        ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+
+        serving_key = ec.generate_private_key(ec.SECP256R1())
+        first_service_ip = next(ipaddress.IPv4Network(SERVICE_CIDR).hosts())
+        names: list[x509.GeneralName] = [
+            x509.DNSName("localhost"),
+            x509.DNSName("kubernetes"),
+            x509.DNSName("kubernetes.default"),
+            x509.DNSName("kubernetes.default.svc"),
+            x509.DNSName("kubernetes.default.svc.cluster.local"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+            x509.IPAddress(first_service_ip),
+        ]
+        serving_cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+            .issuer_name(ca_name)
+            .public_key(serving_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+
+        # RSA for ServiceAccount tokens (RS256): what every token verifier accepts.
+        sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+        pki = cls(
+            ca_cert=directory / "ca.crt",
+            ca_key=directory / "ca.key",
+            serving_cert=directory / "apiserver.crt",
+            serving_key=directory / "apiserver.key",
+            sa_key=directory / "sa.key",
+            sa_pub=directory / "sa.pub",
+        )
+        pem = serialization.Encoding.PEM
+        private = serialization.PrivateFormat.TraditionalOpenSSL
+        none = serialization.NoEncryption()
+        pki.ca_cert.write_bytes(ca_cert.public_bytes(pem))
+        _write_private(pki.ca_key, ca_key.private_bytes(pem, private, none))
+        pki.serving_cert.write_bytes(serving_cert.public_bytes(pem))
+        _write_private(pki.serving_key, serving_key.private_bytes(pem, private, none))
+        _write_private(pki.sa_key, sa_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, none))
+        pki.sa_pub.write_bytes(
+            sa_key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
+        return pki
+
+
+@dataclass
+class _Component:
+    name: str
+    argv: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    log_file: IO[bytes] | None = field(default=None, repr=False)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class ControlPlane:
+    """etcd + kube-apiserver (+ kube-controller-manager, kube-scheduler and kwok) on loopback.
+
+    `full=False` starts only etcd and the API server (a few seconds); `start_controllers()`
+    adds the rest later on the same API server. CRDs from `crds_dir` (the repository's
+    crds/ by default; None for none) are applied at start and waited for until Established.
+    """
+
+    def __init__(
+        self,
+        *,
+        full: bool = True,
+        bin_dir: Path | None = None,
+        work_dir: Path | None = None,
+        crds_dir: Path | None = CRDS_DIR,
+        api_port: int | None = None,
+        timeout: float = 90.0,
+        verbosity: int = 1,
+        keep_work_dir: bool | None = None,
+    ) -> None:
+        self.bin_dir = bin_dir or default_bin_dir()
+        self.full = full
+        self.crds_dir = crds_dir
+        self.timeout = timeout
+        self.verbosity = verbosity
+        # Keep the temporary directory (logs, etcd data) after stop(), for debugging.
+        self.keep_work_dir = (
+            bool(os.environ.get("KUBEMAAS_KEEP_CLUSTER_DIR")) if keep_work_dir is None else keep_work_dir
+        )
+        self._requested_api_port = api_port
+        self._own_work_dir = work_dir is None
+        self._work_dir_arg = work_dir
+        self.work_dir = Path()
+        self.kubeconfig = Path()
+        self.server = ""
+        self.env: dict[str, str] = {}
+        self.timings: dict[str, float] = {}
+        self._components: dict[str, _Component] = {}
+        self._tokens: dict[str, str] = {}
+        self._ports: dict[str, int] = {}
+        self._pki: _Pki | None = None
+        self._started = False
+        self._controllers_started = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> ControlPlane:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def controllers_started(self) -> bool:
+        return self._controllers_started
+
+    def start(self) -> ControlPlane:
+        """Start etcd and the API server (and the controllers if `full`); return self."""
+        if self._started:
+            return self
+        missing = missing_binaries(self.bin_dir, BINARIES if self.full else (*CORE_COMPONENTS, KUBECTL))
+        if missing:
+            raise MissingBinaryError(
+                f"missing {', '.join(missing)} in {self.bin_dir}: run `make cluster-binaries` "
+                "(bash tests/cluster/build.sh) to build the pinned control-plane binaries"
+            )
+        began = time.monotonic()
+        atexit.register(self.stop)
+        self._started = True
+        try:
+            self._prepare_work_dir()
+            self._start_etcd()
+            self._start_apiserver()
+            self.timings["apiserver_ready_s"] = time.monotonic() - began
+            if self.full:
+                self.start_controllers()
+            if self.crds_dir is not None:
+                self.apply_crds(self.crds_dir)
+            self.timings["total_s"] = time.monotonic() - began
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_controllers(self) -> None:
+        """Start kube-controller-manager, kube-scheduler and kwok, register the kwok Node, and
+        wait until the Node is Ready and the default ServiceAccount exists. Idempotent."""
+        if self._controllers_started:
+            return
+        if not self._started:
+            raise ControlPlaneError("start() the control plane before start_controllers()")
+        missing = missing_binaries(self.bin_dir, CONTROLLER_COMPONENTS)
+        if missing:
+            raise MissingBinaryError(
+                f"missing {', '.join(missing)} in {self.bin_dir}: run `make cluster-binaries`"
+            )
+        began = time.monotonic()
+        self._controllers_started = True
+        try:
+            self._start_controller_manager()
+            self._start_scheduler()
+            self._start_kwok()
+            self._register_kwok_node()
+            self._wait_healthz(CONTROLLER_MANAGER)
+            self._wait_healthz(SCHEDULER)
+            self._wait(
+                KWOK,
+                f"kwok to mark Node {KWOK_NODE_NAME} Ready",
+                lambda: _condition(self._get_json(f"/api/v1/nodes/{KWOK_NODE_NAME}"), "Ready") == "True",
+            )
+            self._wait(
+                CONTROLLER_MANAGER,
+                "the ServiceAccount default/default (serviceaccount controller)",
+                lambda: self._get_json("/api/v1/namespaces/default/serviceaccounts/default") is not None,
+            )
+        except BaseException:
+            for name in reversed(CONTROLLER_COMPONENTS):
+                component = self._components.pop(name, None)
+                if component is not None:
+                    self._stop_component(component)
+            self._controllers_started = False
+            raise
+        self.timings["controllers_ready_s"] = time.monotonic() - began
+
+    def stop(self) -> None:
+        """Stop every process this object started (by process group), newest first. Idempotent."""
+        for component in reversed(list(self._components.values())):
+            self._stop_component(component)
+        self._components.clear()
+        if self._started and self._own_work_dir and not self.keep_work_dir and self.work_dir != Path():
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+        self._started = False
+        self._controllers_started = False
+        atexit.unregister(self.stop)
+
+    # -- public helpers ------------------------------------------------------------------------
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the pinned kubectl against this control plane as the admin."""
+        return self._run(
+            [str(self.bin_dir / KUBECTL), "--kubeconfig", str(self.kubeconfig), *args],
+            check=check,
+            input=input,
+            timeout=timeout,
+        )
+
+    def helm(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 300.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the pinned helm against this control plane as the admin (own cache/config dirs)."""
+        return self._run(
+            [str(self.bin_dir / HELM), "--kubeconfig", str(self.kubeconfig), *args],
+            check=check,
+            input=input,
+            timeout=timeout,
+        )
+
+    def api_client(self) -> k8s_client.ApiClient:
+        """A new kubernetes.client.ApiClient authenticated as the admin."""
+        return k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def token(self, user: str = ADMIN_USER) -> str:
+        """The static bearer token of `user` (the admin by default)."""
+        return self._tokens[user]
+
+    def logs(self, component: str) -> str:
+        """Everything `component` has written to stdout/stderr so far."""
+        try:
+            return self._components[component].log_path.read_text(errors="replace")
+        except KeyError:
+            raise ControlPlaneError(
+                f"no component {component!r} was started; started: {', '.join(self._components) or 'none'}"
+            ) from None
+        except FileNotFoundError:
+            return ""
+
+    def pid(self, component: str) -> int:
+        """Process id (and process-group id) of `component`."""
+        process = self._components[component].process
+        if process is None:
+            raise ControlPlaneError(f"{component} has no process")
+        return process.pid
+
+    def check_alive(self) -> None:
+        """Raise ComponentError for the first started component that has exited."""
+        for component in self._components.values():
+            if component.process is not None and component.process.poll() is not None:
+                raise self._error(component.name, f"exited with code {component.process.returncode}")
+
+    def apply_crds(self, directory: Path | None = None) -> list[str]:
+        """`kubectl apply` every *.yaml/*.yml in `directory` (default: crds/) and wait until each
+        CustomResourceDefinition in them is Established. Returns the CRD names."""
+        directory = directory or self.crds_dir or CRDS_DIR
+        files = (
+            sorted(p for p in directory.glob("*") if p.suffix in (".yaml", ".yml"))
+            if directory.is_dir()
+            else []
+        )
+        if not files:
+            return []
+        names: list[str] = []
+        for path in files:
+            for document in yaml.safe_load_all(path.read_text()):
+                if isinstance(document, dict) and document.get("kind") == "CustomResourceDefinition":
+                    names.append(str(document["metadata"]["name"]))
+        args = ["apply", "--server-side", "--force-conflicts", "--field-manager=kubemaas-tests"]
+        for path in files:
+            args += ["-f", str(path)]
+        self.kubectl(*args)
+        for name in names:
+            self._wait(
+                APISERVER, f"CustomResourceDefinition {name} to be Established", self._established(name)
+            )
+        return names
+
+    def _established(self, crd: str) -> Callable[[], bool]:
+        path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}"
+        return lambda: _condition(self._get_json(path), "Established") == "True"
+
+    def wait_for(self, what: str, predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+        """Poll `predicate` until it returns True; on timeout (or a component dying) raise,
+        naming `what`. Exceptions from the predicate count as "not yet"."""
+        self._wait(APISERVER, what, predicate, timeout=timeout)
+
+    # -- internals: processes --------------------------------------------------------------------
+
+    def _prepare_work_dir(self) -> None:
+        if self._work_dir_arg is None:
+            self.work_dir = Path(tempfile.mkdtemp(prefix="kubemaas-cp-"))
+        else:
+            self.work_dir = self._work_dir_arg.resolve()
+            etcd_dir = self.work_dir / "etcd"
+            if etcd_dir.exists() and any(etcd_dir.iterdir()):
+                raise StaleDataDirError(
+                    f"{etcd_dir} holds etcd data from an earlier run; remove {self.work_dir} "
+                    "or pass another work_dir (the harness always starts from an empty cluster)"
+                )
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+        (self.work_dir / "logs").mkdir(exist_ok=True)
+        self._pki = _Pki.create(self.work_dir / "pki")
+
+        names = ("etcd-client", "etcd-peer", APISERVER, CONTROLLER_MANAGER, SCHEDULER)
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
+        if self._requested_api_port is not None:
+            if not port_is_free(self._requested_api_port):
+                raise PortInUseError(
+                    APISERVER, f"port 127.0.0.1:{self._requested_api_port} is already in use", None, ""
+                )
+            ports[APISERVER] = self._requested_api_port
+        self._ports = ports
+        self.server = f"https://127.0.0.1:{ports[APISERVER]}"
+
+        identities = {
+            ADMIN_USER: "system:masters",
+            "system:kube-controller-manager": "",
+            "system:kube-scheduler": "",
+            "kwok-controller": "system:masters",
+        }
+        self._tokens = {user: os.urandom(24).hex() for user in identities}
+        lines = [f'{self._tokens[user]},{user},{user},"{groups}"' for user, groups in identities.items()]
+        _write_private(self.work_dir / "tokens.csv", ("\n".join(lines) + "\n").encode())
+        self.kubeconfig = self._write_kubeconfig("kubeconfig", ADMIN_USER)
+
+        helm_home = self.work_dir / "helm"
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "HELM_CACHE_HOME": str(helm_home / "cache"),
+            "HELM_CONFIG_HOME": str(helm_home / "config"),
+            "HELM_DATA_HOME": str(helm_home / "data"),
+        }
+
+    def _write_kubeconfig(self, name: str, user: str) -> Path:
+        assert self._pki is not None
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "kubemaas-test",
+                    "cluster": {"server": self.server, "certificate-authority": str(self._pki.ca_cert)},
+                }
+            ],
+            "users": [{"name": user, "user": {"token": self._tokens[user]}}],
+            "contexts": [{"name": "kubemaas-test", "context": {"cluster": "kubemaas-test", "user": user}}],
+            "current-context": "kubemaas-test",
+        }
+        path = self.work_dir / name
+        _write_private(path, yaml.safe_dump(config, sort_keys=False).encode())
+        return path
+
+    def _spawn(self, name: str, args: Sequence[str], env: dict[str, str] | None = None) -> _Component:
+        component = _Component(
+            name, [str(self.bin_dir / name), *args], self.work_dir / "logs" / f"{name}.log"
+        )
+        self._components[name] = component
+        component.log_file = component.log_path.open("ab")
+        component.process = subprocess.Popen(
+            component.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=component.log_file,
+            stderr=subprocess.STDOUT,
+            cwd=self.work_dir,
+            env={**{key: value for key, value in os.environ.items() if key != "KUBECONFIG"}, **(env or {})},
+            start_new_session=True,  # its own process group, which stop() signals
+            preexec_fn=_die_with_parent,
+        )
+        return component
+
+    def _stop_component(self, component: _Component) -> None:
+        process = component.process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=STOP_GRACE_SECONDS)
+        if component.log_file is not None:
+            component.log_file.close()
+            component.log_file = None
+
+    def _start_etcd(self) -> None:
+        client = f"http://127.0.0.1:{self._ports['etcd-client']}"
+        peer = f"http://127.0.0.1:{self._ports['etcd-peer']}"
+        self._spawn(
+            ETCD,
+            [
+                "--name=kubemaas",
+                f"--data-dir={self.work_dir / 'etcd'}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=kubemaas={peer}",
+                "--initial-cluster-state=new",
+                "--unsafe-no-fsync=true",  # throw-away data: as envtest does, trade durability for speed
+                "--auto-compaction-retention=1",
+                "--quota-backend-bytes=2147483648",
+                "--log-level=warn",
+            ],
+        )
+        self._wait(ETCD, "etcd /health", lambda: b'"true"' in _http_get(f"{client}/health"))
+
+    def _start_apiserver(self) -> None:
+        assert self._pki is not None
+        pki = self._pki
+        self._spawn(
+            APISERVER,
+            [
+                f"--etcd-servers=http://127.0.0.1:{self._ports['etcd-client']}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self._ports[APISERVER]}",
+                f"--cert-dir={self.work_dir / 'apiserver'}",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                f"--token-auth-file={self.work_dir / 'tokens.csv'}",
+                "--authorization-mode=RBAC",
+                f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--allow-privileged=true",
+                # The `kubernetes` Service would get 127.0.0.1 as its endpoint, which
+                # Endpoints validation rejects (loopback); nothing in-cluster dials it here.
+                "--endpoint-reconciler-type=none",
+                "--profiling=false",
+                f"--v={self.verbosity}",
+            ],
+        )
+        self._wait(
+            APISERVER,
+            "kube-apiserver /readyz",
+            lambda: (
+                _http_get(
+                    f"{self.server}/readyz", token=self._tokens[ADMIN_USER], context=self._ssl_context()
+                )
+                == b"ok"
+            ),
+        )
+
+    def _component_kubeconfig_args(self, user: str) -> list[str]:
+        path = self._write_kubeconfig(f"{user.removeprefix('system:')}.kubeconfig", user)
+        return [
+            f"--kubeconfig={path}",
+            f"--authentication-kubeconfig={path}",
+            f"--authorization-kubeconfig={path}",
+        ]
+
+    def _start_controller_manager(self) -> None:
+        assert self._pki is not None
+        self._spawn(
+            CONTROLLER_MANAGER,
+            [
+                *self._component_kubeconfig_args("system:kube-controller-manager"),
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self._ports[CONTROLLER_MANAGER]}",
+                f"--cert-dir={self.work_dir / 'kube-controller-manager'}",
+                "--leader-elect=false",
+                "--controllers=*",  # every controller that is on by default, as in a real cluster
+                "--use-service-account-credentials=true",  # each controller under its own RBAC identity
+                f"--service-account-private-key-file={self._pki.sa_key}",
+                f"--root-ca-file={self._pki.ca_cert}",
+                f"--cluster-signing-cert-file={self._pki.ca_cert}",
+                f"--cluster-signing-key-file={self._pki.ca_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
+                f"--v={self.verbosity}",
+            ],
+        )
+
+    def _start_scheduler(self) -> None:
+        self._spawn(
+            SCHEDULER,
+            [
+                *self._component_kubeconfig_args("system:kube-scheduler"),
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self._ports[SCHEDULER]}",
+                f"--cert-dir={self.work_dir / 'kube-scheduler'}",
+                "--leader-elect=false",
+                f"--v={self.verbosity}",
+            ],
+        )
+
+    def _start_kwok(self) -> None:
+        kubeconfig = self._write_kubeconfig("kwok.kubeconfig", "kwok-controller")
+        self._spawn(
+            KWOK,
+            [
+                f"--kubeconfig={kubeconfig}",
+                f"--config={STAGES_FILE}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                "--node-lease-duration-seconds=40",
+                f"--cidr={POD_CIDR}",
+                # No --node-port/--server-address: kwok's kubelet-API server (logs, exec) stays off.
+            ],
+            # kwok also loads ~/.kwok/kwok.yaml when it exists; a developer's own must not leak in.
+            env={"HOME": str(self.work_dir / "kwok-home")},
+        )
+
+    def _register_kwok_node(self) -> None:
+        """Register the fake Node as kwok's docs show; kwok takes it over by the annotation."""
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": KWOK_NODE_NAME,
+                "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {
+                    "type": "kwok",
+                    "kubernetes.io/arch": "amd64",
+                    "kubernetes.io/hostname": KWOK_NODE_NAME,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/role": "agent",
+                    "node-role.kubernetes.io/agent": "",
+                },
+            },
+            "status": {"allocatable": KWOK_NODE_ALLOCATABLE, "capacity": KWOK_NODE_ALLOCATABLE},
+        }
+        self.kubectl("apply", "-f", "-", input=json.dumps(node))
+
+    def _wait_healthz(self, name: str) -> None:
+        insecure = ssl.create_default_context()
+        # The component's serving certificate is self-signed in its --cert-dir; this probe is
+        # only a liveness check on loopback.
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        url = f"https://127.0.0.1:{self._ports[name]}/healthz"
+        self._wait(name, f"{name} {url}", lambda: _http_get(url, context=insecure) == b"ok")
+
+    # -- internals: waiting and errors -----------------------------------------------------------
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        assert self._pki is not None
+        return ssl.create_default_context(cafile=str(self._pki.ca_cert))
+
+    def _get_json(self, path: str) -> dict[str, Any] | None:
+        """GET `path` from the API server as the admin; None on 404."""
+        try:
+            body = _http_get(
+                f"{self.server}{path}", token=self._tokens[ADMIN_USER], context=self._ssl_context()
+            )
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
+            raise
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+    def _wait(
+        self, component: str, what: str, predicate: Callable[[], bool], timeout: float | None = None
+    ) -> None:
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while True:
+            self.check_alive()
+            try:
+                if predicate():
+                    return
+            except Exception as error:  # not ready yet; shown if the deadline passes
+                last_error = error
+            if time.monotonic() >= deadline:
+                detail = f" (last error: {last_error})" if last_error else ""
+                raise self._error(component, f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+            time.sleep(0.1)
+
+    def _error(self, name: str, problem: str) -> ComponentError:
+        component = self._components.get(name)
+        log = self.logs(name) if component else ""
+        log_path = component.log_path if component else None
+        if "address already in use" in log:
+            return PortInUseError(name, f"{problem}: a port it needs is already in use", log_path, tail(log))
+        return ComponentError(name, problem, log_path, tail(log))
+
+    def _run(
+        self, argv: list[str], *, check: bool, input: str | None, timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        if not self._started:
+            raise ControlPlaneError("the control plane is not running; call start() first")
+        result = subprocess.run(
+            argv, input=input, capture_output=True, text=True, env=self.env, timeout=timeout, check=False
+        )
+        if check and result.returncode != 0:
+            raise CommandFailed(result.returncode, argv, result.stdout, result.stderr)
+        return result
+
+
+def _http_get(url: str, *, token: str | None = None, context: ssl.SSLContext | None = None) -> bytes:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=5, context=context) as response:
+        body: bytes = response.read()
+        return body
+
+
+def _condition(obj: dict[str, Any] | None, kind: str) -> str | None:
+    """The status of condition `kind` in obj.status.conditions, if any."""
+    for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return str(condition.get("status"))
+    return None

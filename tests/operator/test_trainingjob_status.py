@@ -1,0 +1,124 @@
+"""Pure tests of TrainingJob phase/condition derivation from a Job and its pods (no cluster)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubemaas_operator import training_status as ts
+
+SHA = "ab" * 32
+
+
+def pod(index: int, phase: str, *, message: str = "", exit_code: int | None = None,
+        deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": f"tj-r0-{index}-xyz",
+        "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
+    }
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    status: dict[str, Any] = {"phase": phase}
+    if exit_code is not None or message:
+        status["containerStatuses"] = [{
+            "name": "trainer",
+            "state": {"terminated": {"exitCode": exit_code or 0, "reason": "Error" if exit_code else "Completed",
+                                     "message": message}},
+        }]
+    return {"metadata": meta, "status": status}
+
+
+JOB: dict[str, Any] = {"metadata": {"name": "tj-r0"}, "spec": {}, "status": {}}
+
+
+def assess(pods: list[dict[str, Any]], *, job: dict[str, Any] | None = JOB, restarts: int = 0,
+           backoff_limit: int = 1, suspend: bool = False, replicas: int = 2) -> ts.Assessment:
+    return ts.assess(replicas=replicas, restarts=restarts, backoff_limit=backoff_limit, suspend=suspend,
+                     job=job, pods=pods)
+
+
+def done_message(metrics: dict[str, Any] | None = None) -> str:
+    return json.dumps({"artifact": {"uri": "pvc://models/tj", "sha256": SHA, "metrics": metrics or {"accuracy": 0.97}}})
+
+
+def test_no_job_means_create() -> None:
+    first = assess([], job=None)
+    again = assess([], job=None, restarts=2)
+    assert (first.phase, first.action) == ("Pending", "create")
+    assert (again.phase, again.action) == ("Restarting", "create")
+
+
+def test_suspended_before_start_still_creates_a_suspended_job() -> None:
+    found = assess([], job=None, suspend=True)
+    assert (found.phase, found.action) == ("Suspended", "create")
+
+
+def test_running_needs_every_rank() -> None:
+    half = assess([pod(0, "Running"), pod(1, "Pending")])
+    full = assess([pod(0, "Running"), pod(1, "Running")])
+    assert (half.phase, half.message) == ("Pending", "1/2 ranks running (generation r0)")
+    assert (full.phase, full.action) == ("Running", "wait")
+    assert full.replicas == ts.ReplicaCounts(active=2)
+
+
+def test_all_ranks_succeeded_carries_rank0_artifact() -> None:
+    found = assess([pod(0, "Succeeded", message=done_message({"accuracy": 0.97, "loss": 1})),
+                    pod(1, "Succeeded")])
+    assert (found.phase, found.action) == ("Succeeded", "finish")
+    assert found.artifact == {"uri": "pvc://models/tj", "sha256": SHA, "metrics": {"accuracy": 0.97, "loss": 1.0}}
+    assert found.replicas == ts.ReplicaCounts(succeeded=2)
+
+
+def test_success_without_a_readable_artifact_says_why() -> None:
+    found = assess([pod(0, "Succeeded", message="not json"), pod(1, "Succeeded")])
+    assert (found.phase, found.artifact) == ("Succeeded", None)
+    assert "no artifact: rank 0's termination message is not JSON" in found.message
+
+
+def test_one_failed_rank_restarts_the_gang_within_backoff() -> None:
+    found = assess([pod(0, "Running"), pod(1, "Failed", exit_code=3, message="boom")], backoff_limit=2)
+    assert (found.phase, found.action, found.reason) == ("Restarting", "restart", "RankFailed")
+    assert found.message.startswith("rank 1 (pod tj-r0-1-xyz) failed: Error (exit code 3): boom")
+    assert "(1/2)" in found.message
+
+
+def test_failed_rank_after_backoff_limit_fails() -> None:
+    found = assess([pod(0, "Failed", exit_code=1)], restarts=1, backoff_limit=1)
+    assert (found.phase, found.action, found.reason) == ("Failed", "finish", "BackoffLimitExceeded")
+    assert "runPolicy.backoffLimit 1 reached after 1 restarts" in found.message
+
+
+def test_job_failure_without_pods_is_a_rank_failure() -> None:
+    job = {**JOB, "status": {"failed": 1}}
+    assert assess([], job=job).action == "restart"
+
+
+def test_deadline_exceeded_is_final_even_with_backoff_left() -> None:
+    job = {**JOB, "status": {"conditions": [
+        {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "too long"}]}}
+    found = assess([pod(0, "Failed", exit_code=137)], job=job, backoff_limit=5)
+    assert (found.phase, found.reason, found.action) == ("Failed", "DeadlineExceeded", "finish")
+
+
+def test_suspended_ignores_pods_being_deleted() -> None:
+    found = assess([pod(0, "Failed", deleting=True), pod(1, "Running", deleting=True)], suspend=True)
+    assert (found.phase, found.action) == ("Suspended", "wait")
+    assert found.replicas == ts.ReplicaCounts()
+    resumed = assess([pod(0, "Failed", deleting=True)])
+    assert resumed.action == "wait"
+
+
+def test_parse_artifact_rejects_bad_checksum() -> None:
+    bad = json.dumps({"artifact": {"uri": "s3://b/p", "sha256": "xyz"}})
+    assert ts.parse_artifact(bad) == (None, "artifact.sha256 must be 64 lowercase hex digits, got 'xyz'")
+    assert ts.parse_artifact(json.dumps({"artifact": {"uri": "s3://b/p"}})) == (
+        {"uri": "s3://b/p", "metrics": {}}, "",
+    )
+
+
+def test_desired_conditions_mark_only_the_phase_true() -> None:
+    conds = ts.desired_conditions(assess([pod(0, "Running"), pod(1, "Running")]), created=True)
+    assert {c.type: c.status for c in conds} == {
+        "Created": "True", "Running": "True", "Restarting": "False",
+        "Succeeded": "False", "Failed": "False", "Suspended": "False",
+    }

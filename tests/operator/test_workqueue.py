@@ -1,0 +1,68 @@
+"""The coalescing work queue: bursts collapse, syncs of one key never overlap, failures retry."""
+
+from __future__ import annotations
+
+import asyncio
+
+from kubemaas_operator.workqueue import Key, WorkQueue
+
+
+async def _drain(queue: WorkQueue, until: asyncio.Event, timeout: float = 5.0) -> None:
+    await asyncio.wait_for(until.wait(), timeout)
+
+
+def test_burst_of_kicks_coalesces_and_never_overlaps() -> None:
+    runs: list[tuple[Key, bool]] = []
+    active = 0
+    overlap = False
+    gate = asyncio.Event
+
+    async def main() -> None:
+        nonlocal active, overlap
+        release = gate()
+        second = gate()
+
+        async def sync(key: Key, force: bool) -> None:
+            nonlocal active, overlap
+            active += 1
+            overlap = overlap or active > 1
+            runs.append((key, force))
+            if len(runs) == 1:
+                await release.wait()
+            else:
+                second.set()
+            active -= 1
+
+        queue = WorkQueue(sync)
+        queue.kick(("ns", "a"))
+        await asyncio.sleep(0)  # the first sync starts and blocks
+        for _ in range(50):
+            queue.kick(("ns", "a"))
+        queue.kick(("ns", "a"), force=True)
+        release.set()
+        await _drain(queue, second)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    assert runs == [(("ns", "a"), False), (("ns", "a"), True)]  # 52 kicks -> 2 syncs, force carried
+    assert overlap is False
+
+
+def test_failed_sync_is_retried() -> None:
+    calls: list[int] = []
+
+    async def main() -> None:
+        done = asyncio.Event()
+
+        async def sync(key: Key, force: bool) -> None:
+            calls.append(1)
+            if len(calls) < 3:
+                raise RuntimeError("API hiccup")
+            done.set()
+
+        queue = WorkQueue(sync, base_delay=0.01)
+        queue.kick(("ns", "b"))
+        await _drain(queue, done)
+
+    asyncio.run(main())
+    assert len(calls) == 3

@@ -1,0 +1,138 @@
+"""Real models for the compression tests and bench/compression.py, built in code.
+
+- digits: ``kubemaas train --recipe digits`` (the real training entrypoint, one process).
+- encoder: a transformer encoder (nn.TransformerEncoder) briefly trained on a synthetic
+  sequence-classification task, exported with a dynamic batch axis.
+- tied: a one-MatMul model whose eval rows sit on a decision boundary (two classes with
+  near-identical weights), so int8 weights must change some predictions: the gate that
+  cannot be met.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+from kubemaas_runtime.bundle import EVAL_SET, MODEL, Bundle, Manifest, TensorSpec, load_bundle, write_manifest
+from onnx import TensorProto, helper, numpy_helper
+
+DISTRIBUTED_ENV = ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")
+
+
+def _export(module: object, example: object, path: Path, dynamic_batch: bool = True) -> None:
+    import torch
+
+    assert isinstance(module, torch.nn.Module)
+    assert isinstance(example, torch.Tensor)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            module, (example,), str(path), input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None,
+            opset_version=17, dynamo=False,
+        )
+
+
+def train_digits(dest: Path, epochs: int = 8) -> Bundle:
+    """The digits recipe's bundle, trained by the real ``kubemaas train`` in one process."""
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
+    done = subprocess.run(
+        [sys.executable, "-m", "kubemaas_runtime.cli", "train", "--recipe", "digits", "--output", str(dest),
+         "--epochs", str(epochs)],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"kubemaas train exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return load_bundle(dest)
+
+
+def _write(dest: Path, name: str, inputs: np.ndarray, labels: np.ndarray, classes: int, accuracy: float) -> Bundle:
+    np.savez(dest / EVAL_SET, inputs=inputs.astype(np.float32), labels=labels.astype(np.int64))
+    manifest = Manifest(
+        name=name,
+        task="classification",
+        inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, *inputs.shape[1:]])],
+        outputs=[TensorSpec(name="logits", datatype="FP32", shape=[-1, classes])],
+        labels=[str(i) for i in range(classes)],
+        metrics={"accuracy": accuracy},
+    )
+    return write_manifest(dest, manifest, files=[MODEL, EVAL_SET])
+
+
+def _sequences(rng: np.random.Generator, prototypes: np.ndarray, rows: int, seq: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noise with a class prototype added at a few random positions."""
+    classes, d_model = prototypes.shape
+    labels = rng.integers(0, classes, rows)
+    x = rng.standard_normal((rows, seq, d_model)).astype(np.float32)
+    for i, label in enumerate(labels):
+        positions = rng.choice(seq, size=max(1, seq // 8), replace=False)
+        x[i, positions] += prototypes[label]
+    return x, labels
+
+
+def encoder_bundle(
+    dest: Path, layers: int = 4, d_model: int = 256, heads: int = 4, ff: int = 1024, seq: int = 64,
+    classes: int = 4, train_steps: int = 30, eval_rows: int = 128, seed: int = 0,
+) -> Bundle:
+    """A transformer encoder ([batch, seq, d_model] -> mean-pool -> classes), briefly trained."""
+    import torch
+
+    dest.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    prototypes = rng.standard_normal((classes, d_model)).astype(np.float32)
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            layer = torch.nn.TransformerEncoderLayer(d_model, heads, ff, dropout=0.0, batch_first=True)
+            self.encoder = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+            self.head = torch.nn.Linear(d_model, classes)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.encoder(x).mean(dim=1))  # type: ignore[no-any-return]
+
+    model = Encoder()
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(train_steps):
+        x, y = _sequences(rng, prototypes, 16, seq)
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y)).backward()  # type: ignore[no-untyped-call]
+        optimiser.step()
+    model.eval()
+    x_eval, y_eval = _sequences(rng, prototypes, eval_rows, seq)
+    with torch.no_grad():
+        accuracy = float((model(torch.from_numpy(x_eval)).argmax(1).numpy() == y_eval).mean())
+    _export(model, torch.from_numpy(x_eval[:2]), dest / MODEL)
+    return _write(dest, "encoder", x_eval, y_eval, classes, accuracy)
+
+
+def tied_bundle(dest: Path, features: int = 64, rows: int = 200, seed: int = 0) -> Bundle:
+    """logits = x @ W with W[:, 1] = W[:, 0] + 1e-3 noise; labels = the fp32 argmax.
+
+    Classes 0 and 1 differ by far less than one int8 step of W, so every int8 variant
+    flips some rows while fp32 scores 1.0: an accuracy drop > 0 by construction.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((features, 3)).astype(np.float32)
+    w[:, 1] = w[:, 0] + 1e-3 * rng.standard_normal(features).astype(np.float32)
+    x = rng.standard_normal((rows, features)).astype(np.float32)
+    x = x[(x @ w)[:, :2].max(axis=1) > (x @ w)[:, 2]]  # keep rows where 0 or 1 wins
+    labels = (x @ w).argmax(axis=1)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "W"], ["logits"])],
+        "tied",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+        [numpy_helper.from_array(w, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(dest / MODEL))
+    return _write(dest, "tied", x, labels, 3, 1.0)

@@ -1,0 +1,113 @@
+"""ONNX models for the serving tests, built with the onnx helper API (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from kubemaas_runtime.bundle import MODEL, Manifest, TensorSpec, write_manifest
+
+OPSET = [helper.make_opsetid("", 17)]
+
+
+def _save(graph: onnx.GraphProto, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, directory / MODEL)
+    return directory
+
+
+def mlp(directory: Path, *, features: int = 8, hidden: int = 16, classes: int = 3, seed: int = 0) -> Path:
+    """x[N, features] -> logits[N, classes] and probs = softmax(logits)."""
+    rng = np.random.default_rng(seed)
+    w1 = numpy_helper.from_array(rng.standard_normal((features, hidden)).astype(np.float32), "w1")
+    b1 = numpy_helper.from_array(rng.standard_normal(hidden).astype(np.float32), "b1")
+    w2 = numpy_helper.from_array(rng.standard_normal((hidden, classes)).astype(np.float32), "w2")
+    b2 = numpy_helper.from_array(rng.standard_normal(classes).astype(np.float32), "b2")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h0"]),
+        helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["h"]),
+        helper.make_node("MatMul", ["h", "w2"], ["l0"]),
+        helper.make_node("Add", ["l0", "b2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes]),
+            helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", classes]),
+        ],
+        [w1, b1, w2, b2],
+    )
+    return _save(graph, directory)
+
+
+def mlp_bundle(directory: Path, name: str = "digits-mlp", features: int = 8, classes: int = 3) -> Path:
+    mlp(directory, features=features, classes=classes)
+    manifest = Manifest(
+        name=name,
+        version="3",
+        inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, features])],
+        outputs=[
+            TensorSpec(name="logits", datatype="FP32", shape=[-1, classes]),
+            TensorSpec(name="probs", datatype="FP32", shape=[-1, classes]),
+        ],
+    )
+    write_manifest(directory, manifest)
+    return directory
+
+
+DTYPES: dict[str, int] = {
+    "BOOL": TensorProto.BOOL,
+    "UINT8": TensorProto.UINT8,
+    "UINT16": TensorProto.UINT16,
+    "UINT32": TensorProto.UINT32,
+    "UINT64": TensorProto.UINT64,
+    "INT8": TensorProto.INT8,
+    "INT16": TensorProto.INT16,
+    "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64,
+    "FP16": TensorProto.FLOAT16,
+    "FP32": TensorProto.FLOAT,
+    "FP64": TensorProto.DOUBLE,
+    "BYTES": TensorProto.STRING,
+}
+
+
+def identity_all_types(directory: Path) -> Path:
+    """A bare model.onnx (no model.json): ``in_<T>[N, 2] -> out_<T>`` for every v2 datatype."""
+    inputs, outputs, nodes = [], [], []
+    for datatype, elem in DTYPES.items():
+        t = datatype.lower()
+        inputs.append(helper.make_tensor_value_info(f"in_{t}", elem, ["batch", 2]))
+        outputs.append(helper.make_tensor_value_info(f"out_{t}", elem, ["batch", 2]))
+        nodes.append(helper.make_node("Identity", [f"in_{t}"], [f"out_{t}"]))
+    return _save(helper.make_graph(nodes, "identity_all_types", inputs, outputs), directory)
+
+
+def slow(directory: Path, *, width: int = 1024, layers: int = 48, seed: int = 0) -> Path:
+    """x[N, width] through ``layers`` tanh(x @ W) with one shared W: a few ms per row on one core."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), "w")
+    nodes = []
+    prev = "x"
+    for i in range(layers):
+        nodes.append(helper.make_node("MatMul", [prev, "w"], [f"m{i}"]))
+        nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"t{i}"]))
+        prev = f"t{i}"
+    nodes.append(helper.make_node("Identity", [prev], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        [w],
+    )
+    return _save(graph, directory)
