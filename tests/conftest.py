@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.harness import ControlPlane, ControlPlaneError
+from tests.cluster.harness import ControlPlane, ControlPlaneError, missing_binaries
 
 
 @pytest.fixture(scope="session")
@@ -34,12 +34,22 @@ def _shared_control_plane() -> Iterator[ControlPlane]:
 
 
 def _started(plane: ControlPlane, *, controllers: bool) -> ControlPlane:
+    missing = missing_binaries(plane.bin_dir)
+    if missing:
+        pytest.fail(
+            f"missing {', '.join(missing)} in {plane.bin_dir}: run `make cluster-binaries` "
+            "(bash tests/cluster/build.sh) to build the pinned control-plane binaries",
+            pytrace=False,
+        )
+    problem = None
     try:
         plane.start()
         if controllers:
             plane.start_controllers()
     except ControlPlaneError as error:
-        pytest.fail(f"the test control plane did not start:\n{error}", pytrace=False)
+        problem = str(error)
+    if problem is not None:
+        pytest.fail(f"the test control plane did not start:\n{problem}", pytrace=False)
     return plane
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 import kopf
@@ -44,6 +45,8 @@ def build_settings(args: argparse.Namespace) -> OperatorSettings:
 def run(args: argparse.Namespace) -> int:
     settings = build_settings(args)
     kopf.configure(verbose=args.verbose, debug=args.debug)
+    # The kubernetes client logs whole response bodies at DEBUG; keep it out of --verbose.
+    logging.getLogger("kubernetes").setLevel(logging.DEBUG if args.debug else logging.WARNING)
     registry = kopf.OperatorRegistry()
     register(registry, settings)
     kopf_settings = kopf.OperatorSettings()

@@ -61,6 +61,26 @@ def _condition(obj: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] |
     return None
 
 
+def pod_attention(pod: Mapping[str, Any]) -> Literal["now", "later", "no"]:
+    """Whether a pod event can change a ModelService's status beyond what its Deployment or Job says.
+
+    "now": a container is stuck waiting or an init container failed; "later": a container runs
+    but is not ready (it may turn into ReadinessProbeFailing); "no": the owner's events suffice.
+    """
+    status = pod.get("status") or {}
+    verdict: Literal["now", "later", "no"] = "no"
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for cs in status.get(key) or []:
+            state = cs.get("state") or {}
+            if (state.get("waiting") or {}).get("reason") in STUCK_WAITING_REASONS:
+                return "now"
+            if key == "initContainerStatuses" and (state.get("terminated") or {}).get("exitCode", 0) != 0:
+                return "now"
+            if key == "containerStatuses" and state.get("running") and not cs.get("ready"):
+                verdict = "later"
+    return verdict
+
+
 def pod_problem(pod: Mapping[str, Any], *, now: dt.datetime, stuck_after_s: float) -> Problem | None:
     """Why a pod cannot become ready, from its container statuses (None when it looks fine)."""
     name = pod.get("metadata", {}).get("name", "?")

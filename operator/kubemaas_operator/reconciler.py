@@ -18,7 +18,14 @@ import kopf
 from kubemaas_operator import cluster, status
 from kubemaas_operator.manifests import compression as compression_manifests
 from kubemaas_operator.manifests import modelservice as manifests
-from kubemaas_operator.manifests.common import ANNOTATION_SPEC_HASH, API_VERSION, GROUP, stable_hash
+from kubemaas_operator.manifests.common import (
+    ANNOTATION_SPEC_HASH,
+    API_VERSION,
+    GROUP,
+    LABEL_COMPONENT,
+    LABEL_MODELSERVICE,
+    stable_hash,
+)
 from kubemaas_operator.observe import DeploymentHealth, deployment_health, job_outcome
 from kubemaas_operator.settings import OperatorSettings
 from kubemaas_operator.specs import ModelServiceSpec, parse_modelservice
@@ -315,6 +322,11 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
 # -- sync --------------------------------------------------------------------------------------
 
 
+def _settled(deploy: Mapping[str, Any], desired_hash: str | None) -> bool:
+    health = deployment_health(deploy, [], desired_hash=desired_hash)
+    return health.rolled_out and health.available and health.problem is None
+
+
 def _children_hash(children: list[dict[str, Any] | None]) -> str:
     return stable_hash(children)
 
@@ -369,7 +381,10 @@ async def sync(
             logger.info(f"applied Deployment/Service{'/HPA' if hpa else ''} {namespace}/{name} "
                         f"(spec-hash {desired_hash}, variant {serving.variant})")
     pods: list[dict[str, Any]] = []
-    if deploy is not None:
+    fresh = deploy is not None and not (deploy.get("status") or {}).get("observedGeneration")
+    if deploy is not None and not fresh and not _settled(deploy, desired_hash):
+        # Pods only explain why a Deployment is not there yet; a settled one (or one the Deployment
+        # controller has not seen yet) needs no list call.
         pods = await cluster.list_objects("v1", "Pod", namespace, label_selector=manifests.selector(name))
     health = deployment_health(
         deploy, pods, desired_hash=desired_hash, now=dt.datetime.now(dt.UTC), stuck_after_s=settings.stuck_after_s
@@ -392,4 +407,17 @@ async def sync(
         await cluster.patch_status(API_VERSION, "ModelService", namespace, name, patch)
         if "phase" in patch or "reason" in patch:
             logger.info(f"ModelService {namespace}/{name}: phase {new['phase']}, reason {new['reason'] or '-'}")
+        if new["phase"] == "Ready" and comp is not None and comp.status is not None:
+            await _prune_compression_jobs(namespace, name, keep=str(comp.status["job"]), logger=logger)
     return patch
+
+
+async def _prune_compression_jobs(namespace: str, name: str, *, keep: str, logger: Any) -> None:
+    """Once a revision is Ready, Jobs that compressed earlier artifacts are superseded (status.compression
+    now reports the current one): delete them with their pods."""
+    selector = f"{LABEL_MODELSERVICE}={name},{LABEL_COMPONENT}={compression_manifests.COMPONENT}"
+    for job in await cluster.list_objects("batch/v1", "Job", namespace, label_selector=selector):
+        job_name = job["metadata"]["name"]
+        if job_name != keep:
+            await cluster.delete("batch/v1", "Job", namespace, job_name)
+            logger.info(f"deleted superseded compression Job {namespace}/{job_name}")

@@ -187,7 +187,7 @@ def assess(
     generation = f"generation r{restarts}"
     if job is None:
         if suspend:
-            return Assessment("Suspended", "Suspended", "suspended before start; no pods", "create", counts)
+            return Assessment("Suspended", "Suspended", "suspended; holds no pods", "create", counts)
         phase: Phase = "Restarting" if restarts > 0 else "Pending"
         return Assessment(phase, "Creating", f"creating the gang ({generation})", "create", counts)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 Key = tuple[str, str]
 """(namespace, name)"""
@@ -45,19 +46,30 @@ class WorkQueue:
         return entry
 
     def kick(self, key: Key, *, force: bool = False, delay: float = 0.0) -> None:
-        """Schedule a sync of ``key`` soon; a no-op when one is already pending (force is OR-ed)."""
+        """Schedule a sync of ``key``; a no-op when one is already pending (force is OR-ed).
+
+        With ``delay``, the kick itself happens later, so it never holds back kicks made meanwhile.
+        """
+        if delay > 0:
+            self._spawn(self._later(key, force, delay))
+            return
         entry = self._entry(key)
         entry.force = entry.force or force
         if entry.pending:
             return
         entry.pending = True
-        task = asyncio.get_running_loop().create_task(self._worker(key, delay))
+        self._spawn(self._worker(key))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _worker(self, key: Key, delay: float) -> None:
-        if delay:
-            await asyncio.sleep(delay)
+    async def _later(self, key: Key, force: bool, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self.kick(key, force=force)
+
+    async def _worker(self, key: Key) -> None:
         entry = self._entry(key)
         async with entry.lock:
             # Cleared under the lock: events arriving while this sync runs schedule one more.

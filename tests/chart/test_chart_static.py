@@ -19,6 +19,7 @@ import jsonschema
 import pytest
 import yaml
 from kubemaas_operator import cli as operator_cli
+from kubemaas_operator.manifests.modelservice import service as serving_service
 from kubemaas_operator.settings import OperatorSettings
 from kubemaas_runtime.cli import COMMANDS
 
@@ -304,3 +305,17 @@ def test_service_monitor_scrapes_the_serving_services() -> None:
     assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}]
     scoped = only(render({**MONITOR_VALUES, **NAMESPACED_VALUES}), "ServiceMonitor")
     assert scoped["spec"]["namespaceSelector"] == {"matchNames": ["models"]}
+
+
+def test_service_monitor_selects_the_services_the_operator_builds() -> None:
+    """The selector and port name match what kubemaas_operator.manifests.modelservice.service() makes."""
+    monitor = only(render(MONITOR_VALUES), "ServiceMonitor")
+    owner = {
+        "apiVersion": "kubemaas.io/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": "digits", "namespace": "models", "uid": "0000-1111"},
+        "spec": {},
+    }
+    built = serving_service(owner, OperatorSettings())
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= built["metadata"]["labels"].items()
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [p["name"] for p in built["spec"]["ports"]]

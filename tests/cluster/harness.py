@@ -89,6 +89,7 @@ BINARIES = (*COMPONENTS, KUBECTL, HELM)
 
 LOG_TAIL_LINES = 40
 STOP_GRACE_SECONDS = 10.0
+PORT_ATTEMPTS = 3
 _PR_SET_PDEATHSIG = 1
 
 
@@ -121,6 +122,10 @@ class ComponentError(ControlPlaneError):
 
 class PortInUseError(ComponentError):
     """A component could not bind its port."""
+
+
+class WaitTimeout(ControlPlaneError, TimeoutError):
+    """`ControlPlane.wait_for` ran out of time (with every component still running)."""
 
 
 class CommandFailed(subprocess.CalledProcessError):
@@ -396,23 +401,33 @@ class ControlPlane:
                 f"missing {', '.join(missing)} in {self.bin_dir}: run `make cluster-binaries` "
                 "(bash tests/cluster/build.sh) to build the pinned control-plane binaries"
             )
-        began = time.monotonic()
-        atexit.register(self.stop)
-        self._started = True
-        try:
-            self._prepare_work_dir()
-            self._start_etcd()
-            self._start_apiserver()
-            self.timings["apiserver_ready_s"] = time.monotonic() - began
-            if self.full:
-                self.start_controllers()
-            if self.crds_dir is not None:
-                self.apply_crds(self.crds_dir)
-            self.timings["total_s"] = time.monotonic() - began
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        # Free ports are picked, released and only then bound by the components, so another
+        # process can take one in between: start again on fresh ports when that happens.
+        fixed = self._requested_api_port is not None or self._work_dir_arg is not None
+        attempts = 1 if fixed else PORT_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            began = time.monotonic()
+            atexit.register(self.stop)
+            self._started = True
+            try:
+                self._prepare_work_dir()
+                self._start_etcd()
+                self._start_apiserver()
+                self.timings["apiserver_ready_s"] = time.monotonic() - began
+                if self.full:
+                    self.start_controllers()
+                if self.crds_dir is not None:
+                    self.apply_crds(self.crds_dir)
+                self.timings["total_s"] = time.monotonic() - began
+                return self
+            except PortInUseError:
+                self.stop()
+                if attempt == attempts:
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
 
     def start_controllers(self) -> None:
         """Start kube-controller-manager, kube-scheduler and kwok, register the kwok Node, and
@@ -428,31 +443,38 @@ class ControlPlane:
             )
         began = time.monotonic()
         self._controllers_started = True
-        try:
-            self._start_controller_manager()
-            self._start_scheduler()
-            self._start_kwok()
-            self._register_kwok_node()
-            self._wait_healthz(CONTROLLER_MANAGER)
-            self._wait_healthz(SCHEDULER)
-            self._wait(
-                KWOK,
-                f"kwok to mark Node {KWOK_NODE_NAME} Ready",
-                lambda: _condition(self._get_json(f"/api/v1/nodes/{KWOK_NODE_NAME}"), "Ready") == "True",
-            )
-            self._wait(
-                CONTROLLER_MANAGER,
-                "the ServiceAccount default/default (serviceaccount controller)",
-                lambda: self._get_json("/api/v1/namespaces/default/serviceaccounts/default") is not None,
-            )
-        except BaseException:
-            for name in reversed(CONTROLLER_COMPONENTS):
-                component = self._components.pop(name, None)
-                if component is not None:
-                    self._stop_component(component)
-            self._controllers_started = False
-            raise
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                self._start_controllers_once()
+                break
+            except BaseException as error:
+                for name in reversed(CONTROLLER_COMPONENTS):
+                    component = self._components.pop(name, None)
+                    if component is not None:
+                        self._stop_component(component)
+                if not isinstance(error, PortInUseError) or attempt == PORT_ATTEMPTS:
+                    self._controllers_started = False
+                    raise
+                self._ports.update(zip((CONTROLLER_MANAGER, SCHEDULER), free_ports(2), strict=True))
         self.timings["controllers_ready_s"] = time.monotonic() - began
+
+    def _start_controllers_once(self) -> None:
+        self._start_controller_manager()
+        self._start_scheduler()
+        self._start_kwok()
+        self._register_kwok_node()
+        self._wait_healthz(CONTROLLER_MANAGER)
+        self._wait_healthz(SCHEDULER)
+        self._wait(
+            KWOK,
+            f"kwok to mark Node {KWOK_NODE_NAME} Ready",
+            lambda: _condition(self._get_json(f"/api/v1/nodes/{KWOK_NODE_NAME}"), "Ready") == "True",
+        )
+        self._wait(
+            CONTROLLER_MANAGER,
+            "the ServiceAccount default/default (serviceaccount controller)",
+            lambda: self._get_json("/api/v1/namespaces/default/serviceaccounts/default") is not None,
+        )
 
     def stop(self) -> None:
         """Stop every process this object started (by process group), newest first. Idempotent."""
@@ -553,8 +575,11 @@ class ControlPlane:
 
     def wait_for(self, what: str, predicate: Callable[[], bool], timeout: float = 60.0) -> None:
         """Poll `predicate` until it returns True; on timeout (or a component dying) raise,
-        naming `what`. Exceptions from the predicate count as "not yet"."""
-        self._wait(APISERVER, what, predicate, timeout=timeout)
+        naming `what`. Exceptions from the predicate count as "not yet".
+
+        Raises WaitTimeout on timeout, or ComponentError (with that component's log tail)
+        as soon as any component of the control plane has exited."""
+        self._wait(None, what, predicate, timeout=timeout)
 
     # -- internals: processes --------------------------------------------------------------------
 
@@ -829,8 +854,9 @@ class ControlPlane:
         return result
 
     def _wait(
-        self, component: str, what: str, predicate: Callable[[], bool], timeout: float | None = None
+        self, component: str | None, what: str, predicate: Callable[[], bool], timeout: float | None = None
     ) -> None:
+        """Poll; on timeout blame `component` (with its log tail), or raise WaitTimeout if None."""
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
@@ -842,9 +868,20 @@ class ControlPlane:
             except Exception as error:  # not ready yet; shown if the deadline passes
                 last_error = error
             if time.monotonic() >= deadline:
-                detail = f" (last error: {last_error})" if last_error else ""
-                raise self._error(component, f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+                problem = f"timed out after {timeout:.0f}s waiting for {what}"
+                if last_error:
+                    problem += f" (last error: {last_error})"
+                if component is None:
+                    raise WaitTimeout(problem)
+                raise self._error(component, problem)
             time.sleep(0.1)
+
+    def _raise_if_dead(self, cause: BaseException) -> None:
+        """A command failed or hung: blame a component that has exited, if there is one."""
+        try:
+            self.check_alive()
+        except ComponentError as dead:
+            raise dead from cause
 
     def _error(self, name: str, problem: str) -> ComponentError:
         component = self._components.get(name)
@@ -859,11 +896,17 @@ class ControlPlane:
     ) -> subprocess.CompletedProcess[str]:
         if not self._started:
             raise ControlPlaneError("the control plane is not running; call start() first")
-        result = subprocess.run(
-            argv, input=input, capture_output=True, text=True, env=self.env, timeout=timeout, check=False
-        )
+        try:
+            result = subprocess.run(
+                argv, input=input, capture_output=True, text=True, env=self.env, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired as timed_out:
+            self._raise_if_dead(cause=timed_out)
+            raise
         if check and result.returncode != 0:
-            raise CommandFailed(result.returncode, argv, result.stdout, result.stderr)
+            failed = CommandFailed(result.returncode, argv, result.stdout, result.stderr)
+            self._raise_if_dead(cause=failed)
+            raise failed
         return result
 
 

@@ -241,7 +241,8 @@ def test_job_pods_stay_running_until_a_test_writes_a_terminal_phase(
     def settle(marker: str) -> None:
         """Once kwok has made a pod created now Running, it has handled the events before it."""
         core.create_namespaced_pod(
-            namespace, {"metadata": {"name": marker, "labels": _labels(marker)}, **_pod_template(marker)}
+            namespace,
+            {"metadata": {"name": marker, "labels": _labels(marker)}, "spec": _pod_template(marker)["spec"]},
         )
         wait_for(f"pod {marker} to run", lambda: running_pod(marker) is not None)
 

@@ -37,6 +37,7 @@ class OperatorProcess:
         *,
         namespaces: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        verbose: bool = True,
     ) -> None:
         self.plane = plane
         self.log_path = log_dir / "operator.log"
@@ -44,6 +45,7 @@ class OperatorProcess:
         self.extra_env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.verbose = verbose
 
     @property
     def running(self) -> bool:
@@ -53,7 +55,9 @@ class OperatorProcess:
         if self.running:
             return self
         port = _free_port()
-        args = [str(KUBEMAAS), "operator", "--liveness", f"http://127.0.0.1:{port}/healthz", "--verbose"]
+        args = [str(KUBEMAAS), "operator", "--liveness", f"http://127.0.0.1:{port}/healthz"]
+        if self.verbose:
+            args.append("--verbose")
         for ns in self.namespaces:
             args += ["--namespace", ns]
         if not self.namespaces:

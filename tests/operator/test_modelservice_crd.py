@@ -48,7 +48,8 @@ def test_invalid_specs_are_rejected_naming_the_field(
 ) -> None:
     code, out = apply(api_server, namespace, "bad", spec)
     assert code != 0, out
-    assert field in out and says in out, out
+    assert field in out, out
+    assert says in out, out
 
 
 def test_defaults_are_filled_in_and_columns_print(api_server: ControlPlane, namespace: str) -> None:

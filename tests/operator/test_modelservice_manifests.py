@@ -141,7 +141,8 @@ def test_compression_job_is_deterministic_and_reports_through_termination_log() 
     again = compression.job(OWNER, s, BUNDLE.uri, BUNDLE.sha256, SETTINGS)
     assert job == again
     name = job["metadata"]["name"]
-    assert name.startswith("digits-compress-") and len(name) == len("digits-compress-") + 8
+    assert name.startswith("digits-compress-")
+    assert len(name) == len("digits-compress-") + 8
     other = compression.job(OWNER, spec(compression={"mode": "auto", "maxAccuracyDrop": 0.03}), BUNDLE.uri,
                             BUNDLE.sha256, SETTINGS)
     assert other["metadata"]["name"] != name
@@ -151,7 +152,8 @@ def test_compression_job_is_deterministic_and_reports_through_termination_log() 
                          "--max-accuracy-drop", "0.02"]
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
     mounts = {m["mountPath"]: m.get("readOnly") for m in c["volumeMounts"]}
-    assert mounts["/mnt/pvc/models"] is True and mounts["/mnt/pvc/store"] is False
+    assert mounts["/mnt/pvc/models"] is True
+    assert mounts["/mnt/pvc/store"] is False
     assert job["spec"]["backoffLimit"] == 0
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
 

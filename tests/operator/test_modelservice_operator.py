@@ -195,7 +195,8 @@ def test_an_image_that_cannot_start_shows_up_in_reason(
     assert "registry.invalid/nope:1" in st["message"]
     assert condition(msvc(control_plane, namespace, "bad"), "Ready")["status"] == "False"  # type: ignore[index]
     row = control_plane.kubectl("get", "msvc", "bad", "-n", namespace, "--no-headers").stdout.split()
-    assert row[1] == "False" and "ImagePullBackOff" in row
+    assert row[1] == "False"
+    assert "ImagePullBackOff" in row
 
 
 def test_operator_killed_mid_rollout_converges_without_duplicates(
@@ -303,7 +304,8 @@ def test_trainingjob_lineage_compression_and_rollout_on_a_new_artifact(
 
     job = job_after(sha1)
     name = job["metadata"]["name"]
-    assert name.startswith("lin-compress-") and len(name) == len("lin-compress-") + 8
+    assert name.startswith("lin-compress-")
+    assert len(name) == len("lin-compress-") + 8
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[:3] == ["compress", "--bundle", f"pvc://models/train/{sha1[:8]}"]
     assert args[3:] == ["--output", f"pvc://kubemaas-models/{namespace}/lin/{name[-8:]}", "--mode", "auto",
@@ -340,6 +342,7 @@ def test_trainingjob_lineage_compression_and_rollout_on_a_new_artifact(
     assert obj["status"]["model"]["sourceSha256"] == sha2
     hash2 = deployment(control_plane, namespace, "lin")["spec"]["template"]["metadata"]["annotations"][SPEC_HASH]
     assert hash2 != hash1
+    poll(lambda: get_json(control_plane, "job", name, "-n", namespace) is None, what=f"superseded Job {name} pruned")
 
     # A third artifact fails the gate: READY=False naming the drop; the Deployment is untouched.
     sha3 = "3" * 64
@@ -356,4 +359,5 @@ def test_trainingjob_lineage_compression_and_rollout_on_a_new_artifact(
     dep = deployment(control_plane, namespace, "lin")
     assert dep["spec"]["template"]["metadata"]["annotations"][SPEC_HASH] == hash2
     row = control_plane.kubectl("get", "msvc", "lin", "-n", namespace, "--no-headers").stdout.split()
-    assert row[1] == "False" and "AccuracyGateFailed" in row
+    assert row[1] == "False"
+    assert "AccuracyGateFailed" in row

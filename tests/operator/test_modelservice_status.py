@@ -45,10 +45,13 @@ def test_pod_problems_name_the_reason() -> None:
     )
     assert pod_problem(pod("p", waiting="ContainerCreating"), now=NOW, stuck_after_s=60) is None
     stuck = pod_problem(pod("p", started="2026-01-01T11:50:00Z"), now=NOW, stuck_after_s=60)
-    assert stuck is not None and stuck.reason == "ReadinessProbeFailing"
+    assert stuck is not None
+    assert stuck.reason == "ReadinessProbeFailing"
     assert pod_problem(pod("p", started="2026-01-01T11:59:30Z"), now=NOW, stuck_after_s=60) is None
     fetch = pod_problem(pod("p", init_exit=1), now=NOW, stuck_after_s=60)
-    assert fetch is not None and fetch.reason == "StorageInitializerFailed" and "sha256 mismatch" in fetch.message
+    assert fetch is not None
+    assert fetch.reason == "StorageInitializerFailed"
+    assert "sha256 mismatch" in fetch.message
 
 
 def deploy(replicas: int = 2, ready: int = 2, updated: int = 2, total: int = 2, **conds: tuple[str, str]) -> dict[str, Any]:
@@ -72,7 +75,8 @@ def test_deployment_health_rollout_and_deadline() -> None:
     assert stale.rolled_out is False
     stuck = deployment_health(deploy(ready=0, Progressing=("False", "ProgressDeadlineExceeded")), [],
                               desired_hash="h1", now=NOW)
-    assert stuck.problem is not None and stuck.problem.reason == "ProgressDeadlineExceeded"
+    assert stuck.problem is not None
+    assert stuck.problem.reason == "ProgressDeadlineExceeded"
 
 
 def test_job_outcome_reads_the_termination_message() -> None:
@@ -94,12 +98,14 @@ def report(selected: str | None, drop: float) -> str:
 
 def test_selected_variant_becomes_the_serving_bundle_with_lineage() -> None:
     result = reconciler.judge_report(BASE, "Succeeded", report("int8-static", 0.004), SOURCE, 0.01)
-    assert result.condition.ok and result.condition.reason == "VariantSelected"
+    assert result.condition.ok
+    assert result.condition.reason == "VariantSelected"
     assert result.serving == ServingBundle(
         uri="pvc://store/x", sha256="b" * 64, variant="int8-static", size_bytes=100,
         source_uri="pvc://m/x", source_sha256="a" * 64, source=("TrainingJob", "ml", "train"),
     )
-    assert result.status is not None and result.status["state"] == "Succeeded"
+    assert result.status is not None
+    assert result.status["state"] == "Succeeded"
     assert result.status["selected"] == "int8-static"
     again = reconciler.from_status(result.status, SOURCE, 0.01)
     assert again.serving == result.serving
@@ -111,18 +117,21 @@ def test_failed_gate_names_the_drop() -> None:
     assert result.condition.message == "no variant within maxAccuracyDrop 0.01: int8-static drop 0.0512 (failed)"
     assert result.serving is None
     crash = reconciler.judge_report(BASE, "Failed", "Traceback: boom", SOURCE, 0.01)
-    assert crash.condition.reason == "CompressionFailed" and "boom" in crash.condition.message
+    assert crash.condition.reason == "CompressionFailed"
+    assert "boom" in crash.condition.message
 
 
 def test_training_job_resolution() -> None:
     missing = reconciler.resolve_training_job("ml", "train", None)
     assert (missing.condition.reason, missing.bundle) == ("WaitingForTraining", None)
     running = reconciler.resolve_training_job("ml", "train", {"status": {"phase": "Running"}})
-    assert running.condition.reason == "WaitingForTraining" and "phase Running" in running.condition.message
+    assert running.condition.reason == "WaitingForTraining"
+    assert "phase Running" in running.condition.message
     done = reconciler.resolve_training_job(
         "ml", "train", {"status": {"phase": "Succeeded", "artifact": {"uri": "pvc://m/x", "sha256": "a" * 64}}}
     )
-    assert done.condition.ok and done.bundle == SOURCE
+    assert done.condition.ok
+    assert done.bundle == SOURCE
     failed = reconciler.resolve_training_job("ml", "train", {"status": {"phase": "Failed", "message": "OOM"}})
     assert (failed.condition.reason, failed.fatal) == ("TrainingFailed", True)
 
@@ -160,7 +169,7 @@ def test_gate_failure_keeps_old_revision_but_is_not_ready() -> None:
     st = build(DeploymentHealth(1, 1, 1, 1, True, True, None), comp=comp)
     assert (st["phase"], st["reason"]) == ("Failed", "AccuracyGateFailed")
     assert "drop 0.2000" in st["message"]
-    available = [c for c in st["conditions"] if c["type"] == "Available"][0]
+    available = next(c for c in st["conditions"] if c["type"] == "Available")
     assert available["status"] == "True"
 
 

@@ -239,6 +239,7 @@ def test_suspend_deletes_pods_and_resume_recreates_them(
     poll(lambda: not pods(control_plane, namespace, "pause"), timeout=TIMEOUT, what="no pods while suspended")
     assert get_json(control_plane, "job", "pause-r0", "-n", namespace)["spec"]["suspend"] is True
     assert cond(suspended, "Suspended")["status"] == "True"
+    assert suspended["status"]["observedGeneration"] == suspended["metadata"]["generation"] == 2
 
     control_plane.kubectl("patch", "tj", "pause", "-n", namespace, "--type=merge",
                           "-p", json.dumps({"spec": {"runPolicy": {"suspend": False}}}))
@@ -305,3 +306,56 @@ def test_invalid_name_and_valid_gpu_spec(api_server: ControlPlane, namespace: st
     ).stdout)["spec"]
     assert (defaulted["procsPerNode"], defaulted["backend"], defaulted["masterPort"]) == (1, "gloo", 23456)
     assert defaulted["runPolicy"] == {"backoffLimit": 3, "cleanPodPolicy": "None", "suspend": False}
+
+
+def test_clean_pod_policy_all_deletes_the_failed_generation(
+    control_plane: ControlPlane, namespace: str, operator_process: OperatorProcess
+) -> None:
+    create(control_plane, namespace, trainingjob("clean", runPolicy={"cleanPodPolicy": "All"}))
+    first = running_ranks(control_plane, namespace, "clean", 0, 2)
+    end_pod(control_plane, namespace, first[0], exit_code=1)
+    wait_phase(control_plane, namespace, "clean", "Running", restarts=1)
+    poll(lambda: get_json(control_plane, "job", "clean-r0", "-n", namespace) is None
+         and not pods(control_plane, namespace, "clean", 0),
+         timeout=TIMEOUT, what="generation 0's Job and pods deleted (cleanPodPolicy All)")
+
+
+def test_active_deadline_fails_the_run_without_restarting(
+    control_plane: ControlPlane, namespace: str, operator_process: OperatorProcess
+) -> None:
+    create(control_plane, namespace, trainingjob(
+        "late", replicas=1, runPolicy={"activeDeadlineSeconds": 2, "backoffLimit": 3}))
+    job = poll(lambda: get_json(control_plane, "job", "late-r0", "-n", namespace), timeout=TIMEOUT, what="Job late-r0")
+    assert job["spec"]["activeDeadlineSeconds"] == 2
+    failed = wait_phase(control_plane, namespace, "late", "Failed", restarts=0)
+    assert cond(failed, "Failed")["reason"] == "DeadlineExceeded"
+    assert failed["status"]["message"].startswith("runPolicy.activeDeadlineSeconds exceeded")
+    assert get_json(control_plane, "job", "late-r1", "-n", namespace) is None
+
+
+def test_operator_restart_catches_a_failure_it_missed(
+    control_plane: ControlPlane, namespace: str, operator_process: OperatorProcess
+) -> None:
+    create(control_plane, namespace, trainingjob("missed"))
+    first = running_ranks(control_plane, namespace, "missed", 0, 2)
+    wait_phase(control_plane, namespace, "missed", "Running")
+    operator_process.kill()
+    end_pod(control_plane, namespace, first[1], exit_code=1)
+    operator_process.start()
+    restarted = wait_phase(control_plane, namespace, "missed", "Running", restarts=1)
+    assert restarted["status"]["jobName"] == "missed-r1"
+    assert get_json(control_plane, "job", "missed-r2", "-n", namespace) is None
+
+
+def test_created_suspended_holds_no_pods_until_resumed(
+    control_plane: ControlPlane, namespace: str, operator_process: OperatorProcess
+) -> None:
+    create(control_plane, namespace, trainingjob("queued", replicas=1, runPolicy={"suspend": True}))
+    suspended = wait_phase(control_plane, namespace, "queued", "Suspended")
+    assert suspended["status"]["message"] == "suspended; holds no pods"
+    assert get_json(control_plane, "job", "queued-r0", "-n", namespace)["spec"]["suspend"] is True
+    assert not pods(control_plane, namespace, "queued")
+    control_plane.kubectl("patch", "tj", "queued", "-n", namespace, "--type=merge",
+                          "-p", json.dumps({"spec": {"runPolicy": {"suspend": False}}}))
+    running_ranks(control_plane, namespace, "queued", 0, 1)
+    wait_phase(control_plane, namespace, "queued", "Running", restarts=0)

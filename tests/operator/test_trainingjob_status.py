@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 from kubemaas_operator import training_status as ts
+from kubemaas_operator.handlers.trainingjob import remaining_deadline
+from kubemaas_operator.manifests import trainingjob as mf
 
 SHA = "ab" * 32
 
@@ -122,3 +124,10 @@ def test_desired_conditions_mark_only_the_phase_true() -> None:
         "Created": "True", "Running": "True", "Restarting": "False",
         "Succeeded": "False", "Failed": "False", "Suspended": "False",
     }
+
+
+def test_remaining_deadline_counts_from_the_first_start() -> None:
+    spec = mf.parse_spec({"recipe": {"name": "digits"}, "runPolicy": {"activeDeadlineSeconds": 100}})
+    assert remaining_deadline(spec, "2026-01-01T00:00:00Z", "2026-01-01T00:01:30Z") == 100 - 90
+    assert remaining_deadline(spec, None, "2026-01-01T00:01:30Z") == 100
+    assert remaining_deadline(mf.parse_spec({}), "2026-01-01T00:00:00Z", "2026-01-01T00:01:30Z") is None

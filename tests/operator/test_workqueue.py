@@ -7,8 +7,9 @@ import asyncio
 from kubemaas_operator.workqueue import Key, WorkQueue
 
 
-async def _drain(queue: WorkQueue, until: asyncio.Event, timeout: float = 5.0) -> None:
-    await asyncio.wait_for(until.wait(), timeout)
+async def _drain(queue: WorkQueue, until: asyncio.Event) -> None:
+    async with asyncio.timeout(5.0):
+        await until.wait()
 
 
 def test_burst_of_kicks_coalesces_and_never_overlaps() -> None:
@@ -66,3 +67,24 @@ def test_failed_sync_is_retried() -> None:
 
     asyncio.run(main())
     assert len(calls) == 3
+
+
+def test_a_delayed_kick_does_not_hold_back_an_immediate_one() -> None:
+    runs: list[float] = []
+
+    async def main() -> None:
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+
+        async def sync(key: Key, force: bool) -> None:
+            runs.append(loop.time() - start)
+            done.set()
+
+        queue = WorkQueue(sync)
+        queue.kick(("ns", "c"), delay=30)
+        queue.kick(("ns", "c"))
+        await _drain(queue, done)
+
+    asyncio.run(main())
+    assert len(runs) == 1

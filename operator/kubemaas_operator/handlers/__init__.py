@@ -45,12 +45,12 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSetti
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
     """Register the startup handler and every handler module into ``registry``."""
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(id="kubemaas-startup", registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings, ours)
         cluster.configure(field_manager=ours.field_manager, concurrency=ours.api_concurrency)
 
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(id="kubemaas-login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # A custom registry has no default login handler: in-cluster first, then KUBECONFIG.
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)

@@ -17,6 +17,7 @@ import kopf
 
 from kubemaas_operator import cluster, reconciler
 from kubemaas_operator.manifests.common import API_VERSION, GROUP, LABEL_MODELSERVICE, VERSION
+from kubemaas_operator.observe import pod_attention
 from kubemaas_operator.settings import OperatorSettings
 from kubemaas_operator.workqueue import Key, WorkQueue
 
@@ -33,9 +34,9 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 
     queue = WorkQueue(_sync)
 
-    @kopf.on.resume(*MODELSERVICES, registry=registry)
-    @kopf.on.create(*MODELSERVICES, registry=registry)
-    @kopf.on.update(*MODELSERVICES, registry=registry)
+    @kopf.on.resume(*MODELSERVICES, id="modelservice", registry=registry)
+    @kopf.on.create(*MODELSERVICES, id="modelservice", registry=registry)
+    @kopf.on.update(*MODELSERVICES, id="modelservice", registry=registry)
     async def reconcile(
         name: str, namespace: str | None, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch,
         logger: kopf.Logger, **_: Any,
@@ -65,16 +66,18 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             except cluster.ApiException as exc:
                 log.warning(f"resync: cannot list ModelServices: {exc.status} {exc.reason}")
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(id="modelservice-resync-start", registry=registry)
     async def start_resync(**_: Any) -> None:
         tasks.append(asyncio.create_task(resync_forever()))
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(id="modelservice-resync-stop", registry=registry)
     async def stop_resync(**_: Any) -> None:
         for task in tasks:
             task.cancel()
 
-    @kopf.index(*MODELSERVICES, registry=registry)
+    # Explicit ids: kopf names handlers by __qualname__ ("register.<locals>.f") otherwise, and an
+    # index reaches handlers as a kwarg named by its id.
+    @kopf.index(*MODELSERVICES, id="msvc_by_trainingjob", registry=registry)
     async def msvc_by_trainingjob(
         name: str, namespace: str | None, spec: kopf.Spec, **_: Any
     ) -> dict[tuple[str, str], str] | None:
@@ -85,15 +88,29 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         owner = labels.get(LABEL_MODELSERVICE)
         return (namespace, owner) if owner and namespace else None
 
-    @kopf.on.event("apps", "v1", "deployments", labels=OWNED, registry=registry)
-    @kopf.on.event("batch", "v1", "jobs", labels=OWNED, registry=registry)
-    @kopf.on.event("", "v1", "pods", labels=OWNED, registry=registry)
+    @kopf.on.event("apps", "v1", "deployments", id="modelservice-deployment", labels=OWNED, registry=registry)
+    @kopf.on.event("batch", "v1", "jobs", id="modelservice-job", labels=OWNED, registry=registry)
     async def child_event(type: str | None, labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
         key = _owner(labels, namespace)
         if key is not None:
             queue.kick(key, force=type == "DELETED")
 
-    @kopf.on.event(*TRAININGJOBS, registry=registry)
+    # Pods: readiness reaches us through the Deployment's status and completion through the Job's;
+    # a pod event matters only when it shows what those do not (a stuck or unready container).
+    @kopf.on.event("", "v1", "pods", id="modelservice-pod", labels=OWNED, registry=registry)
+    async def pod_event(
+        type: str | None, body: kopf.Body, labels: Mapping[str, str], namespace: str | None, **_: Any
+    ) -> None:
+        key = _owner(labels, namespace)
+        if key is None or type == "DELETED":
+            return
+        attention = pod_attention(body)
+        if attention == "now":
+            queue.kick(key)
+        elif attention == "later":
+            queue.kick(key, delay=settings.stuck_after_s + 1)
+
+    @kopf.on.event(*TRAININGJOBS, id="modelservice-trainingjob", registry=registry)
     async def trainingjob_event(
         name: str,
         namespace: str | None,

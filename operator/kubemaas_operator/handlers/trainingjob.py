@@ -21,6 +21,11 @@ Gang semantics (what ``reconcile`` does):
   children (Jobs, their pods, the Service). The TrainingJob and its status stay, because a
   ModelService's ``trainingJobRef`` reads ``status.artifact`` from it.
 - Succeeded and Failed are terminal: a finished TrainingJob never gets new children.
+- Spec changes other than ``runPolicy.suspend`` take effect from the next generation (a
+  Job's pod template is immutable); the running gang is not disturbed.
+- Status and Events: every phase change is written to ``status`` and posted as an Event on
+  the TrainingJob (a Warning naming the failed rank, its exit code and the tail of its
+  termination message or log, for each gang restart and for the final failure).
 
 Concurrency: events for one TrainingJob (from itself, its Jobs and its pods) are serialised
 by a per-TrainingJob asyncio lock, and every reconcile re-reads the TrainingJob first, so a

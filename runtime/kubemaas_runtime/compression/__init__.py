@@ -4,7 +4,6 @@ Modules, one concept each:
 
     settings.py   CompressSettings (KUBEMAAS_ env, CLI flags override)
     cpu.py        what the CPU can do for int8 (VNNI or not -> reduce_range)
-    graph.py      small ONNX graph rewrites (Gemm -> MatMul + Add for dynamic quantisation)
     variants.py   the variant builders: fp32, int8-dynamic, int8-static, fp16
     measure.py    size, latency p50/p95 (batch 1 and 32, interleaved), accuracy vs fp32
     select.py     the selection policy (pure)

@@ -2,8 +2,8 @@
 
     fp32          ONNX Runtime graph optimisations (EXTENDED level) baked into the file
     int8-dynamic  quantize_dynamic: int8 weights, activations quantized per batch at run time
-    int8-static   quantize_static, QDQ format, per-channel weights, activation ranges
-                  calibrated on rows of eval.npz
+    int8-static   quantize_static, QDQ format, every supported op, activation ranges
+                  calibrated on rows of eval.npz; per-channel weights for Conv models
     fp16          fp16 weights and compute, fp32 inputs/outputs kept (Casts at the edges)
 """
 
@@ -17,8 +17,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-
-from kubemaas_runtime.compression.graph import gemm_to_matmul
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +72,13 @@ def preprocess(src: Path, dst: Path) -> None:
 
 
 def _prepared(src: Path, ctx: BuildContext) -> Path:
-    """Pre-processed model with plain Gemms rewritten as MatMul + Add (cached in ctx.work)."""
-    prepared = ctx.work / "prepared.onnx"
+    """The pre-processed model, built once per run and shared by both int8 builders.
+
+    (quantize_dynamic rewrites Gemm as MatMul itself, so nn.Linear weights are covered.)
+    """
+    prepared = ctx.work / "preprocessed.onnx"
     if not prepared.exists():
-        pre = ctx.work / "preprocessed.onnx"
-        preprocess(src, pre)
-        model = onnx.load(str(pre))
-        gemm_to_matmul(model)
-        onnx.save(model, str(prepared))
+        preprocess(src, prepared)
     return prepared
 
 
@@ -105,18 +102,28 @@ class _Calibration:
         return next(self._batches, None)
 
 
+def wants_per_channel(model: onnx.ModelProto) -> bool:
+    """Per-channel weight scales where they help: Conv filters, whose channel ranges differ widely.
+
+    On MatMul/Gemm weights it bought no accuracy on the digits MLP or the encoder and
+    cost speed on the encoder (bench/compression.py lever table), so those stay per-tensor.
+    """
+    return any(node.op_type == "Conv" for node in model.graph.node)
+
+
 def build_int8_static(src: Path, dst: Path, ctx: BuildContext) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(_Calibration, CalibrationDataReader):  # type: ignore[misc]
         pass
 
+    prepared = _prepared(src, ctx)
     quantize_static(
-        str(_prepared(src, ctx)),
+        str(prepared),
         str(dst),
         Reader(ctx.input_name, ctx.calibration),
         quant_format=QuantFormat.QDQ,
-        per_channel=True,
+        per_channel=wants_per_channel(onnx.load(str(prepared))),
         reduce_range=ctx.reduce_range,
         activation_type=QuantType.QUInt8,  # u8 activations x s8 weights: the fast x86 kernel
         weight_type=QuantType.QInt8,

@@ -98,7 +98,7 @@ def save_bundle(
         upload(directory, output)
     artifact = Artifact(uri=output, sha256=bundle.digest, metrics=clean)
     _saved.append(artifact)
-    progress.emit("done", artifact=artifact.as_dict())
+    progress.emit("done", **artifact.as_dict(), artifact=artifact.as_dict())
     progress.write_termination_message(settings.termination_log, {"artifact": artifact.as_dict()})
     return artifact
 

@@ -7,7 +7,6 @@ unpickled: every rank parses it with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import io
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -55,8 +54,3 @@ def load_checkpoint(store: Store, info: DistInfo) -> dict[str, Any] | None:
             raise TrainingError(f"{store.uri}/{CHECKPOINT}: checkpoint has no {key!r} entry")
     return dict(state)
 
-
-def dumps(state: dict[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return buf.getvalue()

@@ -1,7 +1,9 @@
 """Run N ranks of ``kubemaas train`` as local subprocesses on loopback (the demo, tests, bench).
 
 It sets the env contract (MASTER_ADDR=127.0.0.1, a free MASTER_PORT, WORLD_SIZE, RANK,
-LOCAL_RANK), gives each rank its share of the CPU cores, streams rank 0's JSON progress lines
+LOCAL_RANK), gives each rank one torch thread unless told otherwise (bench/training.py measured
+1 rank x 2 threads about 60x slower than 1 x 1 on this shared 2-core box: OpenMP threads spin
+when cores are contended), streams rank 0's JSON progress lines
 to a callback, and behaves like the operator's gang: when one rank fails, the others are
 stopped and the error carries the failing rank's log tail. Imports no torch.
 """
@@ -133,7 +135,7 @@ def start_local(
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="kubemaas-ranks-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    threads = threads_per_rank or max(1, (os.cpu_count() or 1) // world_size)
+    threads = threads_per_rank or 1
     base = dict(os.environ)
     base.update(env or {})
     base.setdefault("KUBEMAAS_BACKEND", "gloo")

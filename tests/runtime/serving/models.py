@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
-
 from kubemaas_runtime.bundle import MODEL, Manifest, TensorSpec, write_manifest
+from onnx import TensorProto, helper, numpy_helper
 
 OPSET = [helper.make_opsetid("", 17)]
 

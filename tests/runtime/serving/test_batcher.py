@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from kubemaas_runtime.serving.batching import Batcher, Feeds
+from kubemaas_runtime.serving.batching import Batcher, BatchResult, Feeds
 from kubemaas_runtime.serving.errors import InferenceFailed, Overloaded
 from kubemaas_runtime.serving.model import load_model
 
@@ -105,18 +104,19 @@ def test_full_queue_refuses_with_retry_after() -> None:
         await batcher.start()
         try:
             first = asyncio.ensure_future(batcher.submit(rows(1, 0), 1))
-            while not runner.started.is_set():  # ONNX Runtime's thread holds the first request
-                await asyncio.sleep(0.001)
-            # One more joins the next batch (being collected), two wait in the queue: it is full.
-            waiting = [asyncio.ensure_future(batcher.submit(rows(1, 0), 1)) for _ in range(3)]
-            while batcher.depth < 2:
-                await asyncio.sleep(0.001)
+            assert await asyncio.to_thread(runner.started.wait, 10)  # ONNX Runtime's thread holds it
+            # The next request is taken into the batch being collected; two more fill the queue.
+            accepted: list[asyncio.Future[BatchResult]] = []
+            for _ in range(3):
+                accepted.append(asyncio.ensure_future(batcher.submit(rows(1, 0), 1)))
+                await asyncio.sleep(0.005)
+            assert batcher.depth == 2
             with pytest.raises(Overloaded) as refused:
                 await batcher.submit(rows(1, 0), 1)
             assert refused.value.status_code == 503
             assert refused.value.headers == {"retry-after": "3"}
             gate.set()
-            done = await asyncio.gather(first, *waiting)
+            done = await asyncio.gather(first, *accepted)
             assert [r.batch_rows for r in done] == [1, 1, 1, 1]
         finally:
             gate.set()

@@ -31,6 +31,9 @@ def _run(tmp: Path, world: int) -> dict[str, Any]:
     return {"done": done, "events": events, "out": out, "logs": logs}
 
 
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("ddp")

@@ -19,6 +19,7 @@ from kubemaas_runtime.training.launch import free_port
 from tests.runtime.training.training_helpers import DIST_VARS
 
 
+@pytest.mark.slow
 def test_rank1_fails_with_a_message_naming_the_master(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}

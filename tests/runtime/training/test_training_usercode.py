@@ -55,6 +55,7 @@ def _write_module(directory: Path) -> Path:
     return directory
 
 
+@pytest.mark.slow
 def test_user_module_on_two_ranks_writes_a_bundle(tmp_path: Path) -> None:
     code = _write_module(tmp_path / "code")
     out = tmp_path / "out"

@@ -1,0 +1,451 @@
+"""Serving benchmark (not a test): ``python bench/serving.py``.
+
+Two models built here (an MLP 256->512->512->10 and a transformer encoder: 4 layers,
+d_model 256, 4 heads, ff 1024, input [batch, 64, 256]) are served by ``kubemaas serve``
+pinned to one core while a load generator pinned to the other core drives them (wrk with a
+Lua body when ``wrk`` is installed, else a raw-socket asyncio generator in Python). Every
+request carries one example. Each row is compared, in the same run, with
+
+* in-process ONNX Runtime at batch 1 on the same core (the compute ceiling), and
+* a bare ASGI app under the same uvicorn that parses the same body and returns a constant
+  (the HTTP floor).
+
+Prints a markdown table and writes it to bench/results/serving.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "serving.md"
+CONCURRENCY = (1, 8, 32)
+SERVER_CORE = 0
+LOAD_CORE = 1
+
+
+# --------------------------------------------------------------------------- models
+
+
+def build_mlp(directory: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    dims = [256, 512, 512, 10]
+    inits, nodes, prev = [], [], "x"
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
+        inits.append(numpy_helper.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"w{i}"))
+        inits.append(numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}"))
+        last = i == len(dims) - 2
+        nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], ["logits" if last else f"g{i}"]))
+        if not last:
+            nodes.append(helper.make_node("Relu", [f"g{i}"], [f"h{i}"]))
+            prev = f"h{i}"
+    graph = helper.make_graph(
+        nodes, "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 256])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), directory / "model.onnx")
+    return directory
+
+
+def build_encoder(directory: Path) -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(256, 4, 1024, dropout=0.0, batch_first=True)
+    encoder = torch.nn.TransformerEncoder(layer, 4, enable_nested_tensor=False).eval()
+    directory.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            encoder, (torch.zeros(1, 64, 256),), str(directory / "model.onnx"),
+            input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+            opset_version=17, dynamo=False,
+        )
+    return directory
+
+
+@dataclass
+class Body:
+    name: str
+    payload: bytes
+    header_length: int | None = None
+
+
+def json_body(shape: list[int], seed: int) -> Body:
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    doc = {"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": x.ravel().tolist()}]}
+    return Body("json", json.dumps(doc).encode())
+
+
+def binary_body(shape: list[int], seed: int) -> Body:
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    header = json.dumps({
+        "inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}],
+        "parameters": {"binary_data_output": True},
+    }).encode()
+    return Body("binary", header + x.tobytes(), len(header))
+
+
+# --------------------------------------------------------------------------- the HTTP floor
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+
+
+async def floor_app(scope: Scope, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]) -> None:
+    """Reads the body, parses it like the server must (orjson; the binary part as an array), answers a constant."""
+    import orjson
+
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    body = b"".join(chunks)
+    length = next((int(v) for k, v in scope["headers"] if k == b"inference-header-content-length"), None)
+    if not body:
+        pass  # a readiness probe
+    elif length is None:
+        orjson.loads(body)
+    else:
+        orjson.loads(body[:length])
+        np.frombuffer(body, dtype=np.float32, offset=length)
+    out = b'{"outputs":[]}'
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
+    await send({"type": "http.response.body", "body": out})
+
+
+def run_floor(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(floor_app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+
+
+# --------------------------------------------------------------------------- in-process ORT
+
+
+def run_ort(model_dir: str, shape: list[int], seconds: float) -> None:
+    """Batch-1 session.run in a loop on this (pinned) core; prints req/s, p50, p99 as JSON."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(Path(model_dir) / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for _ in range(20):
+        session.run(None, {"x": x})
+    times = []
+    end = time.perf_counter() + seconds
+    while (now := time.perf_counter()) < end:
+        session.run(None, {"x": x})
+        times.append(time.perf_counter() - now)
+    times.sort()
+    print(json.dumps({"rps": len(times) / sum(times), "p50": times[len(times) // 2] * 1e3,
+                      "p99": times[int(len(times) * 0.99)] * 1e3}))
+
+
+# --------------------------------------------------------------------------- load generators
+
+
+@dataclass
+class Load:
+    rps: float
+    p50: float
+    p99: float
+    errors: int
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def wrk(url: str, body: Path, header_length: int | None, connections: int, seconds: float, workdir: Path) -> Load:
+    script = workdir / f"body-{body.stem}.lua"
+    headers = ['wrk.headers["Content-Type"] = "application/json"']
+    if header_length is not None:
+        headers.append(f'wrk.headers["Inference-Header-Content-Length"] = "{header_length}"')
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*a")\nf:close()\n' + "\n".join(headers) + "\n"
+    )
+    out = subprocess.run(
+        ["taskset", "-c", str(LOAD_CORE), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+         "--timeout", "10s", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*?timeout (\d+)", out)
+    return Load(rps, p50, p99, (int(bad.group(1)) if bad else 0) + (int(errors.group(1)) if errors else 0))
+
+
+async def _py_load(host: str, port: int, path: str, body: Body, connections: int, seconds: float) -> Load:
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body.payload)}\r\n")
+    if body.header_length is not None:
+        head += f"Inference-Header-Content-Length: {body.header_length}\r\n"
+    request = head.encode() + b"\r\n" + body.payload
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, port)
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            writer.write(request)
+            status_line = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - start)
+            if b" 200 " not in status_line:
+                errors += 1
+        writer.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(connections)))
+    elapsed = time.perf_counter() - began
+    latencies.sort()
+    return Load(len(latencies) / elapsed, latencies[len(latencies) // 2] * 1e3,
+                latencies[int(len(latencies) * 0.99)] * 1e3, errors)
+
+
+def py_load(url: str, body: Body, connections: int, seconds: float) -> Load:
+    m = re.fullmatch(r"http://([^:/]+):(\d+)(/.*)", url)
+    assert m
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {LOAD_CORE})
+    try:
+        return asyncio.run(_py_load(m.group(1), int(m.group(2)), m.group(3), body, connections, seconds))
+    finally:
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, range(os.cpu_count() or 1))
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pinned(cmd: list[str]) -> list[str]:
+    return ["taskset", "-c", str(SERVER_CORE), *cmd] if shutil.which("taskset") else cmd
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], deadline_s: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not up after {deadline_s}s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass
+class Row:
+    model: str
+    body: str
+    server: str
+    concurrency: int
+    load: Load
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each load run")
+    parser.add_argument("--floor-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ort", nargs=2, metavar=("MODEL_DIR", "SHAPE"), help=argparse.SUPPRESS)
+    parser.add_argument("--python-load", action="store_true", help="use the Python load generator even if wrk exists")
+    args = parser.parse_args(argv)
+    if args.floor_port:
+        run_floor(args.floor_port)
+        return 0
+    if args.ort:
+        run_ort(args.ort[0], json.loads(args.ort[1]), args.seconds)
+        return 0
+
+    use_wrk = shutil.which("wrk") is not None and not args.python_load
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="kubemaas-bench-"))
+    models = {"mlp": (build_mlp(work / "mlp"), [1, 256]), "encoder": (build_encoder(work / "encoder"), [1, 64, 256])}
+    bodies: dict[str, list[Body]] = {
+        "mlp": [json_body([1, 256], 1)],
+        "encoder": [json_body([1, 64, 256], 2), binary_body([1, 64, 256], 2)],
+    }
+    files: dict[tuple[str, str], Path] = {}
+    for model, items in bodies.items():
+        for b in items:
+            files[(model, b.name)] = work / f"{model}-{b.name}.body"
+            files[(model, b.name)].write_bytes(b.payload)
+
+    def drive(url: str, model: str, body: Body, c: int, seconds: float | None = None) -> Load:
+        s = args.seconds if seconds is None else seconds
+        if use_wrk:
+            return wrk(url, files[(model, body.name)], body.header_length, c, s, work)
+        return py_load(url, body, c, s)
+
+    ort_results: dict[str, dict[str, float]] = {}
+    for model, (directory, shape) in models.items():
+        out = subprocess.run(
+            pinned([sys.executable, __file__, "--ort", str(directory), json.dumps(shape), "--seconds", str(args.seconds)]),
+            capture_output=True, text=True, check=True,
+        ).stdout
+        ort_results[model] = json.loads(out.strip().splitlines()[-1])
+        print(f"in-process ORT {model}: {ort_results[model]}", flush=True)
+
+    rows: list[Row] = []
+    port = free_port()
+    floor = subprocess.Popen(pinned([sys.executable, __file__, "--floor-port", str(port)]))
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", floor)
+        for model, items in bodies.items():
+            for body in items:
+                drive(f"http://127.0.0.1:{port}/", model, body, 8, 1.0)
+                for c in CONCURRENCY:
+                    rows.append(Row(model, body.name, "floor", c, drive(f"http://127.0.0.1:{port}/", model, body, c)))
+                    print(f"floor {model} {body.name} c={c}: {rows[-1].load}", flush=True)
+    finally:
+        stop(floor)
+
+    for model, (directory, _) in models.items():
+        for batching, max_batch in (("off", "1"), ("on", "32")):
+            port = free_port()
+            env = {**os.environ, "KUBEMAAS_MAX_BATCH_SIZE": max_batch, "KUBEMAAS_LOG_LEVEL": "warning"}
+            server = subprocess.Popen(
+                pinned([sys.executable, "-m", "kubemaas_runtime.cli", "serve", "--model-dir", str(directory),
+                        "--name", model, "--host", "127.0.0.1", "--port", str(port)]),
+                env=env,
+            )
+            try:
+                wait_http(f"http://127.0.0.1:{port}/v2/health/ready", server)
+                url = f"http://127.0.0.1:{port}/v2/models/{model}/infer"
+                for body in bodies[model]:
+                    drive(url, model, body, 8, 1.0)
+                    for c in CONCURRENCY:
+                        rows.append(Row(model, body.name, f"kubemaas batching {batching}", c, drive(url, model, body, c)))
+                        print(f"kubemaas {model} {body.name} batching {batching} c={c}: {rows[-1].load}", flush=True)
+            finally:
+                stop(server)
+
+    table = render(rows, ort_results, use_wrk, time.monotonic() - started)
+    print(table)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(table)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def render(rows: list[Row], ort_results: dict[str, dict[str, float]], used_wrk: bool, elapsed: float) -> str:
+    floors = {(r.model, r.body, r.concurrency): r.load for r in rows if r.server == "floor"}
+    lines = [
+        "# Serving benchmark",
+        "",
+        f"`python bench/serving.py`: server pinned to core {SERVER_CORE}, load generator "
+        f"({'wrk' if used_wrk else 'Python asyncio sockets'}) pinned to core {LOAD_CORE}; one example per request; "
+        f"ONNX Runtime with 1 intra-op thread; run took {elapsed:.0f} s on {os.cpu_count()} cores.",
+        "",
+        "| model | ORT batch-1 in-process req/s | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|",
+    ]
+    for model, o in ort_results.items():
+        lines.append(f"| {model} | {o['rps']:.0f} | {o['p50']:.3f} | {o['p99']:.3f} |")
+    lines += [
+        "",
+        "| model | body | server | conc. | req/s | p50 ms | p99 ms | p99/p50 | x ORT b1 req/s | x floor req/s | p50 - floor p50 ms | errors |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        f = floors[(r.model, r.body, r.concurrency)]
+        ort_rps = ort_results[r.model]["rps"]
+        lines.append(
+            f"| {r.model} | {r.body} | {r.server} | {r.concurrency} | {r.load.rps:.0f} | {r.load.p50:.2f} | "
+            f"{r.load.p99:.2f} | {r.load.p99 / r.load.p50:.1f} | {r.load.rps / ort_rps:.2f} | {r.load.rps / f.rps:.2f} | "
+            f"{r.load.p50 - f.p50:+.2f} | {r.load.errors} |"
+        )
+    lines += ["", "Targets (issue 2):", ""]
+
+    def get(model: str, body: str, server: str, c: int) -> Load:
+        return next(r.load for r in rows if (r.model, r.body, r.server, r.concurrency) == (model, body, server, c))
+
+    on, off = "kubemaas batching on", "kubemaas batching off"
+    mlp32 = get("mlp", "json", on, 32)
+    ratio = mlp32.rps / floors[("mlp", "json", 32)].rps
+    lines.append(f"- MLP c=32 batching on >= 0.4x floor req/s: {ratio:.2f}x -> {'met' if ratio >= 0.4 else 'NOT met'}")
+    for server in (off, on):
+        d = get("mlp", "json", server, 1).p50 - floors[("mlp", "json", 1)].p50
+        lines.append(f"- MLP c=1 ({server[9:]}) p50 within 0.5 ms of floor: {d:+.2f} ms -> {'met' if d <= 0.5 else 'NOT met'}")
+    for body, target in (("json", 0.9), ("binary", 1.0)):
+        load = get("encoder", body, on, 32)
+        ratio = load.rps / ort_results["encoder"]["rps"]
+        spread = load.p99 / load.p50
+        lines.append(
+            f"- encoder c=32 batching on, {body}: {ratio:.2f}x ORT batch-1 (target >= {target}) -> "
+            f"{'met' if ratio >= target else 'NOT met'}; p99/p50 {spread:.1f} (target <= 2) -> {'met' if spread <= 2 else 'NOT met'}"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

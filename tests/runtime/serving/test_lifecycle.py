@@ -1,0 +1,74 @@
+"""Backpressure, graceful drain and readiness of a real ``kubemaas serve`` process."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.runtime.serving.conftest import start_server
+
+ROW = np.full((1, 1024), 0.1, np.float32)
+BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1024], "data": ROW.ravel().tolist()}]}
+
+
+async def burst(url: str, n: int) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+        return await asyncio.gather(*(client.post(url, json=BODY) for _ in range(n)))
+
+
+def test_overload_burst_gets_503_with_retry_after_and_server_stays_healthy(slow_dir: Path, tmp_path: Path) -> None:
+    server = start_server(
+        slow_dir, tmp_path / "overload.log", "--name", "slow", max_batch_size="1", max_queue="2", retry_after_s="2"
+    )
+    try:
+        responses = asyncio.run(burst(f"{server.url}/v2/models/slow/infer", 40))
+        refused = [r for r in responses if r.status_code == 503]
+        served = [r for r in responses if r.status_code == 200]
+        assert len(refused) + len(served) == 40
+        assert refused, "a burst of 40 against max_queue=2 must be refused in part"
+        assert served, "the requests that fit in the queue are served"
+        assert {r.headers["retry-after"] for r in refused} == {"2"}
+        assert all("max_queue=2" in r.json()["error"] for r in refused)
+        assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
+        assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+        after = httpx.post(f"{server.url}/v2/models/slow/infer", json=BODY, timeout=60)
+        assert after.status_code == 200
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert f'route="/v2/models/{{name}}/infer",status="503"}} {float(len(refused))}' in metrics
+    finally:
+        assert server.stop() == 0
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_0(slow_dir: Path, tmp_path: Path) -> None:
+    server = start_server(slow_dir, tmp_path / "drain.log", "--name", "slow", max_batch_size="1")
+    n = 8
+
+    async def scenario() -> list[httpx.Response]:
+        requests = asyncio.ensure_future(burst(f"{server.url}/v2/models/slow/infer", n))
+        deadline = time.monotonic() + 30
+        async with httpx.AsyncClient() as probe:
+            while time.monotonic() < deadline:
+                text = (await probe.get(f"{server.url}/metrics")).text
+                match = re.search(r"^kubemaas_inflight_requests\{[^}]*\} (\S+)$", text, re.MULTILINE)
+                if match and float(match.group(1)) >= n + 1:  # n infers + this scrape
+                    break
+                await asyncio.sleep(0.005)
+            else:
+                pytest.fail("the requests never got in flight")
+        server.process.send_signal(signal.SIGTERM)
+        return await requests
+
+    responses = asyncio.run(scenario())
+    assert [r.status_code for r in responses] == [200] * n
+    assert server.process.wait(timeout=60) == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/v2/health/live")
+    assert "draining" in server.logs()
