@@ -74,6 +74,10 @@ RUN python -m venv "$VIRTUAL_ENV" \
 # ---------------------------------------------------------------------------
 # operator: `kubemaas operator` (the chart's Deployment).
 FROM base AS operator
+LABEL org.opencontainers.image.title="kubemaas-operator" \
+      org.opencontainers.image.description="Kubemaas operator: reconciles TrainingJob and ModelService" \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=operator-venv /opt/kubemaas /opt/kubemaas
 USER 65532:65532
 WORKDIR /tmp
@@ -84,6 +88,10 @@ CMD ["operator"]
 # ---------------------------------------------------------------------------
 # runtime: the image the operator puts in training, compression and serving pods.
 FROM base AS runtime
+LABEL org.opencontainers.image.title="kubemaas-runtime" \
+      org.opencontainers.image.description="Kubemaas data plane: kubemaas serve, fetch, train and compress" \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=runtime-venv /opt/kubemaas /opt/kubemaas
 USER 65532:65532
 WORKDIR /tmp

@@ -317,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ort", nargs=2, metavar=("MODEL_DIR", "SHAPE"), help=argparse.SUPPRESS)
     parser.add_argument("--python-load", action="store_true", help="use the Python load generator even if wrk exists")
+    parser.add_argument("--models", default="mlp,encoder", help="comma-separated subset of mlp,encoder")
     args = parser.parse_args(argv)
     if args.floor_port:
         run_floor(args.floor_port)
@@ -328,11 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     use_wrk = shutil.which("wrk") is not None and not args.python_load
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="kubemaas-bench-"))
-    models = {"mlp": (build_mlp(work / "mlp"), [1, 256]), "encoder": (build_encoder(work / "encoder"), [1, 64, 256])}
-    bodies: dict[str, list[Body]] = {
+    wanted = args.models.split(",")
+    builders = {"mlp": (build_mlp, [1, 256]), "encoder": (build_encoder, [1, 64, 256])}
+    models = {name: (build(work / name), shape) for name, (build, shape) in builders.items() if name in wanted}
+    all_bodies: dict[str, list[Body]] = {
         "mlp": [json_body([1, 256], 1)],
         "encoder": [json_body([1, 64, 256], 2), binary_body([1, 64, 256], 2)],
     }
+    bodies = {name: b for name, b in all_bodies.items() if name in wanted}
     files: dict[tuple[str, str], Path] = {}
     for model, items in bodies.items():
         for b in items:
@@ -429,12 +433,27 @@ def render(rows: list[Row], ort_results: dict[str, dict[str, float]], used_wrk: 
         return next(r.load for r in rows if (r.model, r.body, r.server, r.concurrency) == (model, body, server, c))
 
     on, off = "kubemaas batching on", "kubemaas batching off"
+    if "mlp" in ort_results:
+        lines.extend(_mlp_targets(get, floors, on, off))
+    if "encoder" in ort_results:
+        lines.extend(_encoder_targets(get, ort_results, on))
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _mlp_targets(get: Callable[[str, str, str, int], Load], floors: dict[tuple[str, str, int], Load], on: str, off: str) -> list[str]:
+    lines = []
     mlp32 = get("mlp", "json", on, 32)
     ratio = mlp32.rps / floors[("mlp", "json", 32)].rps
     lines.append(f"- MLP c=32 batching on >= 0.4x floor req/s: {ratio:.2f}x -> {'met' if ratio >= 0.4 else 'NOT met'}")
     for server in (off, on):
         d = get("mlp", "json", server, 1).p50 - floors[("mlp", "json", 1)].p50
         lines.append(f"- MLP c=1 ({server[9:]}) p50 within 0.5 ms of floor: {d:+.2f} ms -> {'met' if d <= 0.5 else 'NOT met'}")
+    return lines
+
+
+def _encoder_targets(get: Callable[[str, str, str, int], Load], ort_results: dict[str, dict[str, float]], on: str) -> list[str]:
+    lines = []
     for body, target in (("json", 0.9), ("binary", 1.0)):
         load = get("encoder", body, on, 32)
         ratio = load.rps / ort_results["encoder"]["rps"]
@@ -443,8 +462,7 @@ def render(rows: list[Row], ort_results: dict[str, dict[str, float]], used_wrk: 
             f"- encoder c=32 batching on, {body}: {ratio:.2f}x ORT batch-1 (target >= {target}) -> "
             f"{'met' if ratio >= target else 'NOT met'}; p99/p50 {spread:.1f} (target <= 2) -> {'met' if spread <= 2 else 'NOT met'}"
         )
-    lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":

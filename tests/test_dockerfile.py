@@ -378,3 +378,17 @@ def test_hadolint_is_clean() -> None:
         [hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("target", FINAL_STAGES)
+def test_image_version_label_matches_pyproject_and_chart(
+    dockerfile: tuple[list[Instruction], dict[str, Stage]], target: str
+) -> None:
+    _, stages = dockerfile
+    labels = " ".join(i.args for i in stages[target].body if i.keyword == "LABEL")
+    found = re.search(r'org\.opencontainers\.image\.version="([^"]+)"', labels)
+    assert found is not None, f"{target} has no org.opencontainers.image.version label"
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    chart = (ROOT / "charts" / "kubemaas" / "Chart.yaml").read_text()
+    assert found.group(1) == version
+    assert f'appVersion: "{version}"' in chart

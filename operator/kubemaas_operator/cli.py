@@ -47,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
     kopf.configure(verbose=args.verbose, debug=args.debug)
     # The kubernetes client logs whole response bodies at DEBUG; keep it out of --verbose.
     logging.getLogger("kubernetes").setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    if not (args.verbose or args.debug):
+        # kopf logs every watch-event handler call at INFO; with hundreds of pods that is most of
+        # the operator's work. Our own kubemaas.* loggers say what changed.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     registry = kopf.OperatorRegistry()
     register(registry, settings)
     kopf_settings = kopf.OperatorSettings()

@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from kubemaas_operator import cluster, status
+from kubemaas_operator.cache import Cache
 from kubemaas_operator.manifests import compression as compression_manifests
 from kubemaas_operator.manifests import modelservice as manifests
 from kubemaas_operator.manifests.common import (
@@ -331,11 +332,31 @@ def _children_hash(children: list[dict[str, Any] | None]) -> str:
     return stable_hash(children)
 
 
+async def _read(cache: Cache | None, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    cached = cache.get(kind, namespace, name) if cache is not None else None
+    if cached is not None:
+        return cached
+    obj = await cluster.get(api_version, kind, namespace, name)
+    if obj is not None and cache is not None:
+        cache.put(obj)
+    return obj
+
+
 async def sync(
-    namespace: str, name: str, settings: OperatorSettings, logger: Any, *, force: bool = False
+    namespace: str,
+    name: str,
+    settings: OperatorSettings,
+    logger: Any,
+    *,
+    force: bool = False,
+    cache: Cache | None = None,
 ) -> dict[str, Any] | None:
-    """Reconcile one ModelService; returns the status patch written (None when unchanged/gone)."""
-    msvc = await cluster.get(API_VERSION, "ModelService", namespace, name)
+    """Reconcile one ModelService; returns the status patch written (None when unchanged/gone).
+
+    With ``cache``, the ModelService and its Deployment are read from it (fed by the watches);
+    ``force`` reads them from the API instead and re-applies every child.
+    """
+    msvc = await (_read(None if force else cache, API_VERSION, "ModelService", namespace, name))
     if msvc is None or msvc["metadata"].get("deletionTimestamp"):
         return None
     generation = int(msvc["metadata"].get("generation") or 0)
@@ -358,7 +379,7 @@ async def sync(
     if artifact.bundle is not None:
         comp = await compress(msvc, spec, artifact.bundle, old.get("compression") or {}, settings)
     deploy_name = manifests.predictor_name(name)
-    deploy = await cluster.get("apps/v1", "Deployment", namespace, deploy_name)
+    deploy = await _read(None if force else cache, "apps/v1", "Deployment", namespace, deploy_name)
     # A new bundle is served only once it is known (and compressed); until then -- and when the
     # gate fails -- the Deployment keeps serving the revision its annotations record.
     serving = comp.serving if comp is not None and comp.serving is not None else manifests.serving_bundle_of(deploy)
@@ -373,10 +394,12 @@ async def sync(
         observed_ann = ((deploy or {}).get("metadata") or {}).get("annotations") or {}
         if force or deploy is None or observed_ann.get(ANNOTATION_CHILDREN_HASH) != children:
             deploy = await cluster.apply(want)
+            if cache is not None:
+                cache.put(deploy)
             await cluster.apply(svc)
             if hpa is not None:
                 await cluster.apply(hpa)
-            elif observed_ann.get(manifests.ANNOTATION_AUTOSCALED) == "true" or force:
+            elif observed_ann.get(manifests.ANNOTATION_AUTOSCALED) == "true":
                 await cluster.delete("autoscaling/v2", "HorizontalPodAutoscaler", namespace, deploy_name)
             logger.info(f"applied Deployment/Service{'/HPA' if hpa else ''} {namespace}/{name} "
                         f"(spec-hash {desired_hash}, variant {serving.variant})")
@@ -404,7 +427,9 @@ async def sync(
     )
     patch = status_patch(old, new)
     if patch:
-        await cluster.patch_status(API_VERSION, "ModelService", namespace, name, patch)
+        written = await cluster.patch_status(API_VERSION, "ModelService", namespace, name, patch)
+        if written is not None and cache is not None:
+            cache.put(written)
         if "phase" in patch or "reason" in patch:
             logger.info(f"ModelService {namespace}/{name}: phase {new['phase']}, reason {new['reason'] or '-'}")
         if new["phase"] == "Ready" and comp is not None and comp.status is not None:

@@ -102,6 +102,7 @@ def test_install_makes_the_operator_available_on_the_kwok_node(
     notes = _install(control_plane, release, namespace, {}, tmp_path)
     assert "kubectl apply -f examples/modelservice.yaml" in notes
     assert "kubectl get msvc" in notes
+    assert 'PersistentVolumeClaim "kubemaas-models"' in notes
     deployment = _deployment(control_plane, namespace, release)
     conditions = {c["type"]: c["status"] for c in deployment["status"]["conditions"]}
     assert conditions["Available"] == "True"

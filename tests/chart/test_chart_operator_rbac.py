@@ -3,17 +3,24 @@
 `helm install` (watchNamespace mode), mint a token for the chart's ServiceAccount
 (`kubectl create token`, the TokenRequest API), and run `kubemaas operator` locally
 with a kubeconfig holding that token, watching the namespace the chart granted. Then
-apply the example TrainingJob and ModelService there: the operator must create their
-children under its own field manager and log no 403. So a permission the operator
+apply the example TrainingJob and two ModelServices there (one served with autoscaling,
+one compressed): the operator must create every kind of child under its own field
+manager, write their status, and log no 403. So a permission the operator
 really uses but the chart (contract 7) does not grant fails here, even when
 `kubectl auth can-i` agrees with the contract. (The operator runs as a local process,
 not in the kwok pod, because kwok does not run containers.)
+
+It reuses tests/operator/support.py's OperatorProcess. pytest runs tests/chart before
+tests/operator, so the all-namespaces operator those tests share is not yet running
+and cannot do this operator's work for it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,12 +30,12 @@ import yaml
 
 from tests.chart.helmchart import CHART, ROOT, values_file
 from tests.cluster.harness import ControlPlane
-from tests.operator.support import OperatorProcess, poll
+from tests.operator.support import OperatorProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 FIELD_MANAGER = "kubemaas-chart-rbac"
-FORBIDDEN = re.compile(r"\b403\b|Forbidden|forbidden")
+FORBIDDEN = re.compile(r"Forbidden|is forbidden")  # kopf: "API error 403: Forbidden"; API: "... is forbidden: User ..."
 
 
 def _service_account_kubeconfig(cp: ControlPlane, namespace: str, account: str, path: Path) -> Path:
@@ -77,24 +84,47 @@ def chart_operator(
         control_plane.kubectl("delete", "namespace", watched, "--wait=false", check=False)
 
 
+def _denied(operator: OperatorProcess) -> list[str]:
+    return [line for line in operator.logs().splitlines() if FORBIDDEN.search(line)]
+
+
 def _wait(operator: OperatorProcess, fn: Callable[[], bool], what: str) -> None:
-    """poll(), with the operator's log tail in the failure."""
-    try:
-        poll(fn, timeout=90, what=what)
-    except TimeoutError as error:
-        raise AssertionError(f"{error}\n--- operator log (tail) ---\n{operator.logs()[-5000:]}") from None
+    """Poll `fn` for up to 90 s; fail at once when the operator logs a 403, with its log tail on timeout."""
+    deadline = time.monotonic() + 90
+    while True:
+        refused = _denied(operator)
+        assert refused == [], "the operator was refused an API call the chart does not grant:\n" + "\n".join(
+            refused[:10]
+        )
+        if fn():
+            return
+        assert time.monotonic() < deadline, (
+            f"timed out after 90s waiting for {what}\n--- operator log (tail) ---\n{operator.logs()[-5000:]}"
+        )
+        time.sleep(0.2)
 
 
-def test_operator_reconciles_the_examples_with_only_the_charts_permissions(
+def _model_service(name: str, compression: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubemaas.io/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": name},
+        "spec": {"model": {"uri": "pvc://kubemaas-models/digits/v1"}, "compression": {"mode": compression}, **spec},
+    }
+
+
+def test_operator_reconciles_with_only_the_charts_permissions(
     control_plane: ControlPlane, chart_operator: tuple[OperatorProcess, str]
 ) -> None:
+    """The example TrainingJob (headless Service + Indexed Job), a ModelService served as is with
+    autoscaling (Deployment + Service + HPA) and one with compression (a compression Job)."""
     operator, watched = chart_operator
     examples = ROOT / "examples"
-    control_plane.kubectl(
-        "apply", "-n", watched, "-f", str(examples / "trainingjob.yaml"), "-f", str(examples / "modelservice.yaml")
-    )
+    serve = _model_service("rbac-serve", "none", autoscaling={"minReplicas": 1, "maxReplicas": 3})
+    compress = _model_service("rbac-compress", "auto")
+    control_plane.kubectl("apply", "-n", watched, "-f", str(examples / "trainingjob.yaml"))
+    control_plane.kubectl("apply", "-n", watched, "-f", "-", input=yaml.safe_dump_all([serve, compress]))
     tj = yaml.safe_load((examples / "trainingjob.yaml").read_text())["metadata"]["name"]
-    msvc = yaml.safe_load((examples / "modelservice.yaml").read_text())["metadata"]["name"]
 
     def created(kind: str, selector: str) -> bool:
         return FIELD_MANAGER in _managers(control_plane, kind, watched, selector)
@@ -102,20 +132,22 @@ def test_operator_reconciles_the_examples_with_only_the_charts_permissions(
     for kind, selector in (
         ("jobs", f"kubemaas.io/trainingjob={tj}"),
         ("services", f"kubemaas.io/trainingjob={tj}"),
+        ("deployments", "kubemaas.io/modelservice=rbac-serve"),
+        ("services", "kubemaas.io/modelservice=rbac-serve"),
+        ("horizontalpodautoscalers", "kubemaas.io/modelservice=rbac-serve"),
+        ("jobs", "kubemaas.io/modelservice=rbac-compress"),
     ):
-        _wait(operator, lambda: created(kind, selector), f"{kind} of TrainingJob {tj} by {FIELD_MANAGER}")
+        _wait(operator, functools.partial(created, kind, selector), f"{kind} {selector} by {FIELD_MANAGER}")
 
-    def status_written() -> bool:
-        out = control_plane.kubectl("get", "trainingjob", tj, "-n", watched, "-o", "json").stdout
-        return bool(json.loads(out).get("status", {}).get("phase"))
+    def status_written(resource: str, name: str, field: str) -> bool:
+        out = control_plane.kubectl("get", resource, name, "-n", watched, "-o", "json").stdout
+        return bool(json.loads(out).get("status", {}).get(field))
 
-    _wait(operator, status_written, f"TrainingJob {tj} status.phase")
-
-    def msvc_status() -> bool:
-        out = control_plane.kubectl("get", "modelservice", msvc, "-n", watched, "-o", "json").stdout
-        return bool(json.loads(out).get("status", {}).get("conditions"))
-
-    _wait(operator, msvc_status, f"ModelService {msvc} status.conditions")
+    for resource, name, field in (
+        ("trainingjob", tj, "phase"),
+        ("modelservice", "rbac-serve", "conditions"),
+        ("modelservice", "rbac-compress", "conditions"),
+    ):
+        _wait(operator, functools.partial(status_written, resource, name, field), f"{resource} {name} status.{field}")
     assert operator.running
-    denied = [line for line in operator.logs().splitlines() if FORBIDDEN.search(line)]
-    assert denied == [], "the operator was refused an API call the chart does not grant:\n" + "\n".join(denied[:20])
+    assert _denied(operator) == []

@@ -175,8 +175,7 @@ path="/${hostport#*/}"
 [[ "$hostport" == */* ]] || path="/"
 hostport="${hostport%%/*}"
 service="${hostport%%.*}"
-service_port=80
-[[ "$hostport" == *:* ]] && service_port="${hostport##*:}"
+service_port="$(kubectl get -n "$ns" "service/$service" -o jsonpath='{.spec.ports[0].port}')"
 model="$msvc"
 [[ "$path" =~ ^/v2/models/([^/]+) ]] && model="${BASH_REMATCH[1]}"
 

@@ -204,22 +204,30 @@ def test_operator_killed_mid_rollout_converges_without_duplicates(
 ) -> None:
     apply_msvc(control_plane, namespace, "r", {"model": {"uri": "s3://bucket/m"}, "replicas": 2})
     wait_ready(control_plane, namespace, "r")
-    operator_process.kill()
+    # Start a rollout and kill the operator as soon as it has patched the Deployment.
     apply_msvc(control_plane, namespace, "r", {"model": {"uri": "s3://bucket/m2"}, "replicas": 3})
+    poll(lambda: deployment(control_plane, namespace, "r")["spec"]["template"]["spec"]["initContainers"][0]["args"][1]
+         == "s3://bucket/m2", what="the rollout to start")
+    operator_process.kill()
+    apply_msvc(control_plane, namespace, "r", {"model": {"uri": "s3://bucket/m3"}, "replicas": 2})
     operator_process.start()
     obj = wait_ready(control_plane, namespace, "r")
     dep = deployment(control_plane, namespace, "r")
-    assert dep["spec"]["replicas"] == 3
-    assert dep["spec"]["template"]["spec"]["initContainers"][0]["args"][1] == "s3://bucket/m2"
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["template"]["spec"]["initContainers"][0]["args"][1] == "s3://bucket/m3"
+    assert obj["status"]["model"]["uri"] == "s3://bucket/m3"
     names = [d["metadata"]["name"] for d in get_json(control_plane, "deployments", "-n", namespace)["items"]]
     assert names == ["r"]
     assert len(get_json(control_plane, "services", "-n", namespace)["items"]) == 1
-    # Converged means quiet: a second restart changes neither the Deployment nor the status.
-    rv = (dep["metadata"]["resourceVersion"], obj["status"]["conditions"])
+    # Converged means quiet: another crash and restart changes neither the Deployment nor the status.
+    before = (dep["metadata"]["resourceVersion"], obj["status"])
     operator_process.restart()
+    # On resume the operator re-applies every child (server-side apply); wait for that to happen.
+    poll(lambda: f"applied Deployment/Service {namespace}/r " in operator_process.logs().rsplit(
+        "===== operator start", 1)[-1], what="the restarted operator to resume r")
     again = wait_ready(control_plane, namespace, "r")
-    dep2 = deployment(control_plane, namespace, "r")
-    assert (dep2["metadata"]["resourceVersion"], again["status"]["conditions"]) == rv
+    after = (deployment(control_plane, namespace, "r")["metadata"]["resourceVersion"], again["status"])
+    assert after == before
 
 
 # -- compression (issue 6.2) -------------------------------------------------------------------

@@ -88,3 +88,19 @@ def test_a_delayed_kick_does_not_hold_back_an_immediate_one() -> None:
 
     asyncio.run(main())
     assert len(runs) == 1
+
+
+def test_cache_keeps_the_newer_version_of_an_object() -> None:
+    from kubemaas_operator.cache import Cache
+
+    cache = Cache()
+    new = {"kind": "Deployment", "metadata": {"namespace": "ns", "name": "d", "uid": "u", "resourceVersion": "12"}}
+    old = {"kind": "Deployment", "metadata": {"namespace": "ns", "name": "d", "uid": "u", "resourceVersion": "9"}}
+    cache.put(new)
+    cache.put(old)  # a late watch event
+    assert cache.get("Deployment", "ns", "d") == new
+    recreated = {"kind": "Deployment", "metadata": {"namespace": "ns", "name": "d", "uid": "v", "resourceVersion": "3"}}
+    cache.put(recreated)
+    assert cache.get("Deployment", "ns", "d") == recreated
+    cache.drop("Deployment", "ns", "d")
+    assert cache.get("Deployment", "ns", "d") is None

@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from kubemaas_operator import cluster, reconciler
+from kubemaas_operator.cache import Cache
 from kubemaas_operator.manifests.common import API_VERSION, GROUP, LABEL_MODELSERVICE, VERSION
 from kubemaas_operator.observe import pod_attention
 from kubemaas_operator.settings import OperatorSettings
@@ -28,9 +29,19 @@ OWNED = {LABEL_MODELSERVICE: kopf.PRESENT}
 log = logging.getLogger("kubemaas.modelservice")
 
 
+def _remember(cache: Cache, type: str | None, body: kopf.Body, kind: str) -> None:
+    meta = body.get("metadata") or {}
+    if type == "DELETED":
+        cache.drop(kind, meta.get("namespace") or "", meta.get("name") or "")
+    else:
+        cache.put({**body, "kind": kind})
+
+
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
+    cache = Cache()
+
     async def _sync(key: Key, force: bool) -> None:
-        await reconciler.sync(key[0], key[1], settings, log, force=force)
+        await reconciler.sync(key[0], key[1], settings, log, force=force, cache=cache)
 
     queue = WorkQueue(_sync)
 
@@ -88,9 +99,21 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         owner = labels.get(LABEL_MODELSERVICE)
         return (namespace, owner) if owner and namespace else None
 
+    @kopf.on.event(*MODELSERVICES, id="modelservice-cache", registry=registry)
+    async def modelservice_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        _remember(cache, type, body, "ModelService")
+
     @kopf.on.event("apps", "v1", "deployments", id="modelservice-deployment", labels=OWNED, registry=registry)
+    async def deployment_event(
+        type: str | None, body: kopf.Body, labels: Mapping[str, str], namespace: str | None, **_: Any
+    ) -> None:
+        _remember(cache, type, body, "Deployment")
+        key = _owner(labels, namespace)
+        if key is not None:
+            queue.kick(key, force=type == "DELETED")
+
     @kopf.on.event("batch", "v1", "jobs", id="modelservice-job", labels=OWNED, registry=registry)
-    async def child_event(type: str | None, labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    async def job_event(type: str | None, labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
         key = _owner(labels, namespace)
         if key is not None:
             queue.kick(key, force=type == "DELETED")

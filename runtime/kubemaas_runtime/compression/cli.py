@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
                 from kubemaas_runtime.storage import upload
 
                 uri = upload(out_dir, args.output)
-        except (BundleError, ValueError, OSError) as exc:  # StorageError is an OSError or ValueError subclass
+        except (BundleError, ValueError, OSError) as exc:  # StorageError is a ValueError
             message = f"kubemaas compress: {exc}"
             sys.stderr.write(message + "\n")
             write_termination(settings.termination_log, termination_message(None, None, None, reason=message))

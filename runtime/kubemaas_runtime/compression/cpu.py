@@ -2,9 +2,9 @@
 
 ONNX Runtime's x86 u8s8 GEMM uses VPMADDUBSW on CPUs without VNNI; it adds pairs of
 u8*s8 products in int16 and can saturate. ORT's documentation recommends ``reduce_range``
-(7-bit weights) there, and on this project's AVX2 machines it turns the encoder's
-argmax agreement with fp32 from ~0.5 into 1.0 at the same speed (measured by
-bench/compression.py).
+(7-bit weights) there. Measured here (AVX2, no VNNI) on an untrained 4-layer encoder whose
+logits are nearly tied: quantize_dynamic with 8-bit weights kept 0.53 argmax agreement
+with fp32 and a 0.16 max logit error, 7-bit weights 1.00 and 0.015, at the same speed.
 """
 
 from __future__ import annotations

@@ -95,9 +95,18 @@ def compress(bundle_dir: Path, out_dir: Path, settings: CompressSettings) -> Out
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in (MODEL, MANIFEST, EVAL_SET, REPORT):  # never leave a servable stale bundle behind
         (out_dir / stale).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / VARIANTS_DIR, ignore_errors=True)  # nor variants of an earlier run
 
-    reference_session = measure.open_session(source.model_path, settings.intra_op_threads, settings.inter_op_threads)
-    reference = measure.predict(reference_session, data.inputs)
+    try:
+        reference_session = measure.open_session(source.model_path, settings.intra_op_threads, settings.inter_op_threads)
+    except Exception as exc:  # ORT's errors derive from Exception only
+        raise BundleError(f"{source.model_path}: ONNX Runtime cannot load it: {exc}") from exc
+    try:
+        reference = measure.predict(reference_session, data.inputs)
+    except Exception as exc:
+        raise BundleError(
+            f"{source.eval_path}: inputs of shape {list(data.inputs.shape)} do not run through {MODEL}: {exc}"
+        ) from exc
     baseline = measure.quality(task, reference, data.labels, reference)
     calibration = _calibration_rows(data.inputs, settings.calibration_rows)
 

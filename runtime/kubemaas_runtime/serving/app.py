@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from kubemaas_runtime.serving.dataplane import DataPlane
 from kubemaas_runtime.serving.errors import ServingError, error_body, error_headers
+from kubemaas_runtime.serving.fastpath import Guarded, ServingApp
 from kubemaas_runtime.serving.middleware import Gateway
 from kubemaas_runtime.serving.model import ServedModel
 from kubemaas_runtime.serving.settings import ServingSettings
@@ -61,17 +62,16 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
         finally:
             await plane.stop()
 
-    app = FastAPI(
+    app = ServingApp(
         title=f"kubemaas: {model.name}", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.plane = plane
     app.add_exception_handler(ServingError, _serving_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    register_v2_routes(app, plane)
-    register_v1_routes(app, plane)
+    hot = {**register_v2_routes(app, plane), **register_v1_routes(app, plane)}
     register_metrics_route(app, plane)
-    app.add_middleware(
-        Gateway, plane=plane, token=settings.bearer_token(), max_body_bytes=settings.max_body_bytes
-    )
+    token = settings.bearer_token()
+    app.add_middleware(Gateway, plane=plane, token=token, max_body_bytes=settings.max_body_bytes)
+    app.hot = Gateway(Guarded(hot), plane, token, settings.max_body_bytes)
     return app

@@ -51,7 +51,9 @@ class _Pending:
 
 
 def _merge_key(inputs: Feeds) -> tuple[Any, ...]:
-    return tuple((name, a.shape[1:], a.dtype.str) for name, a in sorted(inputs.items()))
+    """Requests merge when their inputs agree on everything but the batch axis. The codec
+    hands inputs over in the model's order, so the names line up."""
+    return tuple([(name, a.shape[1:], a.dtype) for name, a in inputs.items()])
 
 
 class Batcher:

@@ -45,10 +45,17 @@ def parse_json(raw: bytes | memoryview, what: str = "request body") -> Any:
 
 
 def _check_shape(spec: Tensor, shape: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+    if type(shape) is not list:
         raise InvalidInput(f"{where}.shape must be a list of non-negative integers, got {shape!r}")
-    if len(shape) != len(spec.shape) or any(m != -1 and m != d for m, d in zip(spec.shape, shape, strict=True)):
-        raise InvalidInput(f"{where}.shape {shape} does not match the model's {list(spec.shape)} for {spec.name!r}")
+    for d in shape:
+        if type(d) is not int or d < 0:
+            raise InvalidInput(f"{where}.shape must be a list of non-negative integers, got {shape!r}")
+    model_shape = spec.shape
+    if len(shape) != len(model_shape):
+        raise InvalidInput(f"{where}.shape {shape} does not match the model's {list(model_shape)} for {spec.name!r}")
+    for m, d in zip(model_shape, shape, strict=True):
+        if m != d and m != -1:
+            raise InvalidInput(f"{where}.shape {shape} does not match the model's {list(model_shape)} for {spec.name!r}")
     return tuple(shape)
 
 
@@ -162,9 +169,11 @@ def decode_infer(body: bytes, header_length: int | None, model: ServedModel) -> 
             raise InvalidInput(f"{where} has neither data nor parameters.binary_data_size")
     if offset != len(body):
         raise InvalidInput(f"the body has {len(body) - offset} bytes of binary data no input claims")
-    missing = [n for n in index if n not in inputs]
-    if missing:
+    if len(inputs) != len(index):
+        missing = [n for n in index if n not in inputs]
         raise InvalidInput(f"model {model.name!r} needs inputs {missing}, which the request lacks")
+    if len(inputs) > 1:
+        inputs = {n: inputs[n] for n in index}  # the model's order, so merge keys compare equal
     rows = _rows(inputs, model)
     return InferRequest(req_id, inputs, _requested_outputs(doc, model), rows)
 
@@ -172,6 +181,8 @@ def decode_infer(body: bytes, header_length: int | None, model: ServedModel) -> 
 def _rows(inputs: dict[str, np.ndarray], model: ServedModel) -> int:
     if not model.batchable:
         return 1
+    if len(inputs) == 1:
+        return int(next(iter(inputs.values())).shape[0])
     rows = {a.shape[0] for a in inputs.values()}
     if len(rows) != 1:
         raise InvalidInput(f"inputs disagree on the batch size (leading dimension): {sorted(rows)}")

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from kubemaas_runtime.serving.asgi import (
     JSON,
+    ASGIApp,
     ClientGone,
     JSONBytes,
     Receive,
@@ -117,8 +118,10 @@ class PredictEndpoint:
         await send_body(send, 200, body, JSON, [(COMPUTE_HEADER, f"{result.compute_s * 1000.0:.3f}".encode())])
 
 
-def register_v1_routes(app: FastAPI, plane: DataPlane) -> None:
-    app.router.routes.append(Route(PredictEndpoint.route, PredictEndpoint(plane), methods=["POST"]))
+def register_v1_routes(app: FastAPI, plane: DataPlane) -> dict[str, ASGIApp]:
+    """Register the v1 surface; returns the raw predict endpoint by route for the fast path."""
+    predict = PredictEndpoint(plane)
+    app.router.routes.append(Route(PredictEndpoint.route, predict, methods=["POST"]))
     router = APIRouter(default_response_class=JSONBytes)
 
     @router.get("/v1/models/{name}")
@@ -127,3 +130,4 @@ def register_v1_routes(app: FastAPI, plane: DataPlane) -> None:
         return JSONBytes({"name": name, "ready": plane.is_ready()})
 
     app.include_router(router)
+    return {PredictEndpoint.route: predict}

@@ -15,6 +15,7 @@ from starlette.routing import Route
 from kubemaas_runtime.serving.asgi import (
     JSON,
     OCTET_STREAM,
+    ASGIApp,
     ClientGone,
     JSONBytes,
     Receive,
@@ -71,9 +72,12 @@ class InferEndpoint:
             await send_body(send, 200, payload, OCTET_STREAM, extra)
 
 
-def register_v2_routes(app: FastAPI, plane: DataPlane) -> None:
+def register_v2_routes(app: FastAPI, plane: DataPlane) -> dict[str, ASGIApp]:
+    """Register the v2 surface; returns the raw infer endpoints by route for the fast path."""
+    hot: dict[str, ASGIApp] = {}
     for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
-        app.router.routes.append(Route(path, InferEndpoint(plane, path), methods=["POST"]))
+        hot[path] = InferEndpoint(plane, path)
+        app.router.routes.append(Route(path, hot[path], methods=["POST"]))
 
     router = APIRouter(default_response_class=JSONBytes)
 
@@ -111,3 +115,4 @@ def register_v2_routes(app: FastAPI, plane: DataPlane) -> None:
         return JSONBytes({"name": name, "ready": ok}, status_code=200 if ok else 503)
 
     app.include_router(router)
+    return hot

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kubemaas_runtime.storage.errors import StorageError
+from kubemaas_runtime.storage.uris import HttpLocation, is_archive, parse_uri
 from kubemaas_runtime.training.errors import TrainingError
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
@@ -38,6 +40,18 @@ class TrainConfig(BaseModel):
         if (self.recipe is None) == (self.module is None):
             raise ValueError("give exactly one of --recipe or --module")
         return self
+
+    @field_validator("output")
+    @classmethod
+    def _writable(cls, output: str) -> str:
+        """Fail before training, not at the first checkpoint, when the output cannot be written."""
+        try:
+            location = parse_uri(output)
+        except StorageError as exc:
+            raise ValueError(str(exc)) from None
+        if isinstance(location, HttpLocation) or is_archive(output):
+            raise ValueError(f"{output!r} is read-only; write bundles to a path, pvc:// or s3://")
+        return output
 
 
 def build_config(**values: Any) -> TrainConfig:

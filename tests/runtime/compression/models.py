@@ -137,3 +137,29 @@ def tied_bundle(dest: Path, features: int = 64, rows: int = 200, seed: int = 0) 
     model.ir_version = 8
     onnx.save(model, str(dest / MODEL))
     return _write(dest, "tied", x, labels, 3, 1.0)
+
+
+def regression_bundle(dest: Path, features: int = 32, rows: int = 256, seed: int = 0) -> Bundle:
+    """A linear regressor (MatMul + Add) fitted by least squares on noisy synthetic targets."""
+    dest.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, features)).astype(np.float32)
+    y = (x @ rng.standard_normal((features, 1)) + 0.1 * rng.standard_normal((rows, 1))).astype(np.float32)
+    fitted, *_ = np.linalg.lstsq(np.hstack([x, np.ones((rows, 1), np.float32)]), y, rcond=None)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])],
+        "regression",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+        [numpy_helper.from_array(fitted[:-1].astype(np.float32), "W"), numpy_helper.from_array(fitted[-1].astype(np.float32), "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(dest / MODEL))
+    np.savez(dest / EVAL_SET, inputs=x, labels=y)
+    manifest = Manifest(
+        name="regression", task="regression",
+        inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, features])],
+        outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, 1])],
+    )
+    return write_manifest(dest, manifest, files=[MODEL, EVAL_SET])

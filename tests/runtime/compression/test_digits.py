@@ -21,6 +21,8 @@ from kubemaas_runtime.compression.settings import CompressSettings
 
 from tests.runtime.compression.serving import infer_v2, served
 
+pytestmark = pytest.mark.slow
+
 GATE = 0.01  # the digits target: at most 1 point of top-1
 
 

@@ -13,6 +13,8 @@ from kubemaas_runtime.compression.pipeline import Outcome, compress
 from kubemaas_runtime.compression.settings import CompressSettings
 from onnx import TensorProto
 
+pytestmark = pytest.mark.slow
+
 GATE = 0.05  # 96 eval rows: up to 4 flipped predictions
 
 

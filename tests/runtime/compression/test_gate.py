@@ -72,3 +72,14 @@ def test_uris_go_through_storage(tied: Bundle, tmp_path: Path, termination_log: 
     assert published.manifest.variant == "fp32"
     assert (tmp_path / "published" / "variants" / "fp32" / MODEL).is_file()
     assert json.loads(termination_log.read_text())["bundle"] == {"uri": out_uri, "sha256": published.digest}
+
+
+def test_eval_rows_that_do_not_fit_the_model_are_named(
+    tied: Bundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = tmp_path / "wrong-width"
+    shutil.copytree(tied.path, bundle)
+    np.savez(bundle / EVAL_SET, inputs=np.zeros((4, 7), np.float32), labels=np.zeros(4, np.int64))
+    write_manifest(bundle, tied.manifest, files=[MODEL, EVAL_SET])
+    assert main(["compress", "--bundle", str(bundle), "--output", str(tmp_path / "out")]) == 2
+    assert f"{bundle / EVAL_SET}: inputs of shape [4, 7] do not run through model.onnx" in capsys.readouterr().err

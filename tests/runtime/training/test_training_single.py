@@ -97,6 +97,15 @@ def test_s3_output_then_rerun_resumes_from_the_s3_checkpoint(
     assert [e["epoch"] for e in events if e["event"] == "progress"] == [3]
 
 
+def test_checkpoint_of_another_recipe_is_refused(
+    single_process: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "shared"
+    assert main(["train", "--recipe", "digits", "--output", str(out), "--epochs", "1"]) == 0
+    assert main(["train", "--recipe", "sequence", "--output", str(out), "--epochs", "1"]) == 1
+    assert f"{out}/checkpoint.pt was written by recipe 'digits', not 'sequence'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("args", "problem"),
     [
@@ -106,11 +115,14 @@ def test_s3_output_then_rerun_resumes_from_the_s3_checkpoint(
         (["--recipe", "digits", "--set", "Bad"], "--set 'Bad': expected key=value"),
         (["--recipe", "digits", "--name", "Not_OK"], "--name: String should match pattern"),
         (["--recipe", "digits", "--prune-amount", "1.5"], "--prune-amount: Input should be less than 1"),
+        (["--recipe", "digits", "--output", "http://models.local/x"], "--output: Value error, 'http://models.local/x' is read-only"),
+        (["--recipe", "digits", "--output", "ftp://h/x"], "--output: Value error, 'ftp://h/x': unsupported scheme 'ftp'"),
     ],
 )
 def test_bad_arguments_are_named(
     args: list[str], problem: str, single_process: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["train", *args, "--output", str(tmp_path / "o")]) == 1
+    output = [] if "--output" in args else ["--output", str(tmp_path / "o")]
+    assert main(["train", *args, *output]) == 1
     assert problem in capsys.readouterr().err
     assert problem in json.loads(single_process.read_text())["error"]
