@@ -29,13 +29,13 @@ sys.path[:] = [str(ROOT), str(ROOT / "runtime"), *(p for p in sys.path if Path(p
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
+
 from kubemaas_runtime.bundle import Bundle  # noqa: E402
 from kubemaas_runtime.compression import measure  # noqa: E402
 from kubemaas_runtime.compression.cpu import cpu_flags, needs_reduce_range  # noqa: E402
 from kubemaas_runtime.compression.pipeline import Outcome, compress, load_eval  # noqa: E402
 from kubemaas_runtime.compression.settings import CompressSettings  # noqa: E402
 from kubemaas_runtime.compression.variants import preprocess  # noqa: E402
-
 from tests.runtime.compression import models  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "compression.md"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kubemaas_runtime.bundle import Bundle
 
+from kubemaas_runtime.bundle import Bundle
 from tests.runtime.compression import models
 
 SMALL_ENCODER = {"layers": 2, "d_model": 64, "heads": 4, "ff": 128, "seq": 16, "train_steps": 40, "eval_rows": 96}

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from kubemaas_runtime.bundle import EVAL_SET, MODEL, Bundle, Manifest, TensorSpec, load_bundle, write_manifest
 from onnx import TensorProto, helper, numpy_helper
+
+from kubemaas_runtime.bundle import EVAL_SET, MODEL, Bundle, Manifest, TensorSpec, load_bundle, write_manifest
 
 DISTRIBUTED_ENV = ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")
 

@@ -15,10 +15,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+
 from kubemaas_runtime.bundle import MODEL, Bundle, load_bundle
 from kubemaas_runtime.compression.pipeline import compress
 from kubemaas_runtime.compression.settings import CompressSettings
-
 from tests.runtime.compression.serving import infer_v2, served
 
 pytestmark = pytest.mark.slow

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto
+
 from kubemaas_runtime.bundle import MODEL, Bundle, load_bundle
 from kubemaas_runtime.compression.pipeline import Outcome, compress
 from kubemaas_runtime.compression.settings import CompressSettings
-from onnx import TensorProto
 
 pytestmark = pytest.mark.slow
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from kubemaas_runtime.bundle import EVAL_SET, MANIFEST, MODEL, Bundle, load_bundle, write_manifest
 from kubemaas_runtime.cli import main
 

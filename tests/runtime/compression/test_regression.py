@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from kubemaas_runtime.bundle import MODEL
 from kubemaas_runtime.compression.measure import open_session, predict
 from kubemaas_runtime.compression.pipeline import compress
 from kubemaas_runtime.compression.report import termination_message
 from kubemaas_runtime.compression.settings import CompressSettings
-
 from tests.runtime.compression.models import regression_bundle
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from kubemaas_runtime.bundle import MODEL, Manifest, TensorSpec, write_manifest
 from onnx import TensorProto, helper, numpy_helper
+
+from kubemaas_runtime.bundle import MODEL, Manifest, TensorSpec, write_manifest
 
 OPSET = [helper.make_opsetid("", 17)]
 

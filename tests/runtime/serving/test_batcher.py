@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from kubemaas_runtime.serving.batching import Batcher, BatchResult, Feeds
 from kubemaas_runtime.serving.errors import InferenceFailed, Overloaded
 from kubemaas_runtime.serving.model import load_model

@@ -8,12 +8,12 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+
 from kubemaas_runtime.bundle import MODEL
 from kubemaas_runtime.cli import main
 from kubemaas_runtime.serving.app import create_app
 from kubemaas_runtime.serving.model import load_model
 from kubemaas_runtime.serving.settings import ServingSettings
-
 from tests.runtime.serving import models
 
 

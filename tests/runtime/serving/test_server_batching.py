@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-from kubemaas_runtime.bundle import MODEL
 
+from kubemaas_runtime.bundle import MODEL
 from tests.runtime.serving.conftest import Server, start_server
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import onnxruntime as ort
-from kubemaas_runtime.bundle import MODEL
 
+from kubemaas_runtime.bundle import MODEL
 from tests.runtime.serving.conftest import Server
 
 

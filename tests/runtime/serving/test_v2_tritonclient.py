@@ -8,9 +8,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.http as triton
-from kubemaas_runtime.bundle import MODEL
 from tritonclient.utils import InferenceServerException
 
+from kubemaas_runtime.bundle import MODEL
 from tests.runtime.serving.conftest import Server
 
 MODEL_NAME = "digits-mlp"
