@@ -30,11 +30,11 @@ for extra in (REPO, REPO / "operator", REPO / "runtime"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
+from kubernetes import client, watch  # noqa: E402
+
 from kubemaas_operator.manifests.modelservice import ServingBundle, deployment  # noqa: E402
 from kubemaas_operator.settings import OperatorSettings  # noqa: E402
 from kubemaas_operator.specs import parse_modelservice  # noqa: E402
-from kubernetes import client, watch  # noqa: E402
-
 from tests.cluster.harness import ControlPlane  # noqa: E402
 from tests.operator.support import OperatorProcess  # noqa: E402
 

@@ -175,8 +175,33 @@ def run_ort(model_dir: str, shape: list[int], seconds: float) -> None:
         session.run(None, {"x": x})
         times.append(time.perf_counter() - now)
     times.sort()
+    # What batching can buy at best: rows/s at batch 32 on the same core.
+    x32 = np.repeat(x, 32, axis=0)
+    session.run(None, {"x": x32})
+    rows, spent = 0, 0.0
+    while spent < seconds / 2:
+        t0 = time.perf_counter()
+        session.run(None, {"x": x32})
+        spent += time.perf_counter() - t0
+        rows += 32
+    # What JSON costs per request on this core: decode the body into an array, encode the output.
+    import orjson
+
+    body = json_body(shape, 2).payload
+    out = session.run(None, {"x": x})[0]
+    n = 50
+    t0 = time.perf_counter()
+    for _ in range(n):
+        doc = orjson.loads(body)
+        np.asarray(doc["inputs"][0]["data"], dtype=np.float32).reshape(shape)
+    decode = (time.perf_counter() - t0) / n
+    t0 = time.perf_counter()
+    for _ in range(n):
+        orjson.dumps({"outputs": [{"data": out.reshape(-1)}]}, option=orjson.OPT_SERIALIZE_NUMPY)
+    encode = (time.perf_counter() - t0) / n
     print(json.dumps({"rps": len(times) / sum(times), "p50": times[len(times) // 2] * 1e3,
-                      "p99": times[int(len(times) * 0.99)] * 1e3}))
+                      "p99": times[int(len(times) * 0.99)] * 1e3, "b32_rows_per_s": rows / spent,
+                      "json_decode_ms": decode * 1e3, "json_encode_ms": encode * 1e3}))
 
 
 # --------------------------------------------------------------------------- load generators
@@ -350,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         return py_load(url, body, c, s)
 
     ort_results: dict[str, dict[str, float]] = {}
+    rows: list[Row] = []
     for model, (directory, shape) in models.items():
         out = subprocess.run(
             pinned([sys.executable, __file__, "--ort", str(directory), json.dumps(shape), "--seconds", str(args.seconds)]),
@@ -357,40 +383,36 @@ def main(argv: list[str] | None = None) -> int:
         ).stdout
         ort_results[model] = json.loads(out.strip().splitlines()[-1])
         print(f"in-process ORT {model}: {ort_results[model]}", flush=True)
-
-    rows: list[Row] = []
-    port = free_port()
-    floor = subprocess.Popen(pinned([sys.executable, __file__, "--floor-port", str(port)]))
-    try:
-        wait_http(f"http://127.0.0.1:{port}/", floor)
-        for model, items in bodies.items():
-            for body in items:
-                drive(f"http://127.0.0.1:{port}/", model, body, 8, 1.0)
-                for c in CONCURRENCY:
-                    rows.append(Row(model, body.name, "floor", c, drive(f"http://127.0.0.1:{port}/", model, body, c)))
-                    print(f"floor {model} {body.name} c={c}: {rows[-1].load}", flush=True)
-    finally:
-        stop(floor)
-
-    for model, (directory, _) in models.items():
-        for batching, max_batch in (("off", "1"), ("on", "32")):
+        # The floor and both servers run side by side (all pinned to the same core, idle when
+        # not driven) and are driven in turn at each concurrency, so drift in the machine's
+        # load hits all three alike.
+        urls: dict[str, str] = {}
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
             port = free_port()
-            env = {**os.environ, "KUBEMAAS_MAX_BATCH_SIZE": max_batch, "KUBEMAAS_LOG_LEVEL": "warning"}
-            server = subprocess.Popen(
-                pinned([sys.executable, "-m", "kubemaas_runtime.cli", "serve", "--model-dir", str(directory),
-                        "--name", model, "--host", "127.0.0.1", "--port", str(port)]),
-                env=env,
-            )
-            try:
-                wait_http(f"http://127.0.0.1:{port}/v2/health/ready", server)
-                url = f"http://127.0.0.1:{port}/v2/models/{model}/infer"
-                for body in bodies[model]:
-                    drive(url, model, body, 8, 1.0)
-                    for c in CONCURRENCY:
-                        rows.append(Row(model, body.name, f"kubemaas batching {batching}", c, drive(url, model, body, c)))
-                        print(f"kubemaas {model} {body.name} batching {batching} c={c}: {rows[-1].load}", flush=True)
-            finally:
-                stop(server)
+            procs.append(subprocess.Popen(pinned([sys.executable, __file__, "--floor-port", str(port)])))
+            wait_http(f"http://127.0.0.1:{port}/", procs[-1])
+            urls["floor"] = f"http://127.0.0.1:{port}/"
+            for batching, max_batch in (("off", "1"), ("on", "32")):
+                port = free_port()
+                env = {**os.environ, "KUBEMAAS_MAX_BATCH_SIZE": max_batch, "KUBEMAAS_LOG_LEVEL": "warning"}
+                procs.append(subprocess.Popen(
+                    pinned([sys.executable, "-m", "kubemaas_runtime.cli", "serve", "--model-dir", str(directory),
+                            "--name", model, "--host", "127.0.0.1", "--port", str(port)]),
+                    env=env,
+                ))
+                wait_http(f"http://127.0.0.1:{port}/v2/health/ready", procs[-1])
+                urls[f"kubemaas batching {batching}"] = f"http://127.0.0.1:{port}/v2/models/{model}/infer"
+            for body in bodies[model]:
+                for url in urls.values():
+                    drive(url, model, body, 8, 1.0)  # warm-up: connections, allocator, ORT arenas
+                for c in CONCURRENCY:
+                    for server, url in urls.items():
+                        rows.append(Row(model, body.name, server, c, drive(url, model, body, c)))
+                        print(f"{server} {model} {body.name} c={c}: {rows[-1].load}", flush=True)
+        finally:
+            for proc in procs:
+                stop(proc)
 
     table = render(rows, ort_results, use_wrk, time.monotonic() - started)
     print(table)
@@ -409,11 +431,15 @@ def render(rows: list[Row], ort_results: dict[str, dict[str, float]], used_wrk: 
         f"({'wrk' if used_wrk else 'Python asyncio sockets'}) pinned to core {LOAD_CORE}; one example per request; "
         f"ONNX Runtime with 1 intra-op thread; run took {elapsed:.0f} s on {os.cpu_count()} cores.",
         "",
-        "| model | ORT batch-1 in-process req/s | p50 ms | p99 ms |",
-        "|---|---:|---:|---:|",
+        "| model | ORT batch-1 in-process req/s | p50 ms | p99 ms | ORT batch-32 rows/s (batching ceiling) "
+        "| JSON decode ms/req | JSON encode ms/resp |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for model, o in ort_results.items():
-        lines.append(f"| {model} | {o['rps']:.0f} | {o['p50']:.3f} | {o['p99']:.3f} |")
+        lines.append(
+            f"| {model} | {o['rps']:.0f} | {o['p50']:.3f} | {o['p99']:.3f} | {o['b32_rows_per_s']:.0f} "
+            f"({o['b32_rows_per_s'] / o['rps']:.2f}x) | {o['json_decode_ms']:.3f} | {o['json_encode_ms']:.3f} |"
+        )
     lines += [
         "",
         "| model | body | server | conc. | req/s | p50 ms | p99 ms | p99/p50 | x ORT b1 req/s | x floor req/s | p50 - floor p50 ms | errors |",
@@ -453,7 +479,14 @@ def _mlp_targets(get: Callable[[str, str, str, int], Load], floors: dict[tuple[s
 
 
 def _encoder_targets(get: Callable[[str, str, str, int], Load], ort_results: dict[str, dict[str, float]], on: str) -> list[str]:
-    lines = []
+    o = ort_results["encoder"]
+    best_batched = o["b32_rows_per_s"] / o["rps"]
+    json_ceiling = 1.0 / (1.0 / o["b32_rows_per_s"] + (o["json_decode_ms"] + o["json_encode_ms"]) / 1e3) / o["rps"]
+    lines = [
+        f"- encoder ceilings measured in this run: batching 32 rows buys at most {best_batched:.2f}x ORT batch-1 "
+        f"throughput on one core, and with the JSON decode + encode cost per request the best any JSON server "
+        f"could reach is {json_ceiling:.2f}x (before HTTP)."
+    ]
     for body, target in (("json", 0.9), ("binary", 1.0)):
         load = get("encoder", body, on, 32)
         ratio = load.rps / ort_results["encoder"]["rps"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from kubemaas_runtime.cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -44,6 +44,16 @@ class Cache:
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self._objects.get((kind, namespace, name))
 
+    def select(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Cached objects of ``kind`` in ``namespace`` whose labels include ``labels``."""
+        out = []
+        for (k, ns, _), obj in self._objects.items():
+            if k == kind and ns == namespace:
+                have = (obj.get("metadata") or {}).get("labels") or {}
+                if all(have.get(key) == value for key, value in labels.items()):
+                    out.append(obj)
+        return out
+
     def drop(self, kind: str, namespace: str, name: str) -> None:
         self._objects.pop((kind, namespace, name), None)
 

@@ -27,7 +27,7 @@ from kubemaas_operator.manifests.common import (
     LABEL_MODELSERVICE,
     stable_hash,
 )
-from kubemaas_operator.observe import DeploymentHealth, deployment_health, job_outcome
+from kubemaas_operator.observe import DeploymentHealth, deployment_health, job_outcome, pod_problem
 from kubemaas_operator.settings import OperatorSettings
 from kubemaas_operator.specs import ModelServiceSpec, parse_modelservice
 from kubemaas_operator.status import Condition, false, true
@@ -201,7 +201,13 @@ async def compress(
     )
     outcome = job_outcome(job, pods, compression_manifests.CONTAINER)
     if outcome.state == "Running":
-        return _running(base, job_name)
+        now = dt.datetime.now(dt.UTC)
+        stuck = next((p for p in (pod_problem(pod, now=now, stuck_after_s=float("inf")) for pod in pods) if p), None)
+        running = _running(base, job_name)
+        if stuck is not None:  # e.g. the compression pod's image cannot be pulled
+            return CompressionResult(false("Compressed", stuck.reason, stuck.message), None, running.status,
+                                     running=True)
+        return running
     message = outcome.message or f"{outcome.reason}: the Job's pod left no termination message"
     return judge_report(base, outcome.state, message, source, comp.max_accuracy_drop)
 
@@ -310,12 +316,21 @@ def _replacing(old: Any, new: Any) -> Any:
     return new
 
 
+def _stored(value: Any) -> Any:
+    """``value`` as the API server stores it after a merge patch: None-valued keys are absent."""
+    if isinstance(value, Mapping):
+        return {k: _stored(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_stored(v) for v in value]
+    return value
+
+
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
     """The JSON merge patch turning ``old`` into ``new`` (keys of ``new``), or None when equal."""
     patch = {
         k: _replacing(old.get(k), v)
         for k, v in new.items()
-        if old.get(k) != v and not (v is None and k not in old)
+        if old.get(k) != _stored(v) and not (v is None and k not in old)
     }
     return patch or None
 
@@ -353,10 +368,11 @@ async def sync(
 ) -> dict[str, Any] | None:
     """Reconcile one ModelService; returns the status patch written (None when unchanged/gone).
 
-    With ``cache``, the ModelService and its Deployment are read from it (fed by the watches);
-    ``force`` reads them from the API instead and re-applies every child.
+    With ``cache``, the ModelService, its Deployment and pods are read from it (fed by the
+    watches; a miss falls back to the API). ``force`` re-applies every child even when the
+    Deployment's children-hash says nothing changed.
     """
-    msvc = await (_read(None if force else cache, API_VERSION, "ModelService", namespace, name))
+    msvc = await _read(cache, API_VERSION, "ModelService", namespace, name)
     if msvc is None or msvc["metadata"].get("deletionTimestamp"):
         return None
     generation = int(msvc["metadata"].get("generation") or 0)
@@ -379,7 +395,7 @@ async def sync(
     if artifact.bundle is not None:
         comp = await compress(msvc, spec, artifact.bundle, old.get("compression") or {}, settings)
     deploy_name = manifests.predictor_name(name)
-    deploy = await _read(None if force else cache, "apps/v1", "Deployment", namespace, deploy_name)
+    deploy = await _read(cache, "apps/v1", "Deployment", namespace, deploy_name)
     # A new bundle is served only once it is known (and compressed); until then -- and when the
     # gate fails -- the Deployment keeps serving the revision its annotations record.
     serving = comp.serving if comp is not None and comp.serving is not None else manifests.serving_bundle_of(deploy)
@@ -408,7 +424,10 @@ async def sync(
     if deploy is not None and not fresh and not _settled(deploy, desired_hash):
         # Pods only explain why a Deployment is not there yet; a settled one (or one the Deployment
         # controller has not seen yet) needs no list call.
-        pods = await cluster.list_objects("v1", "Pod", namespace, label_selector=manifests.selector(name))
+        if cache is not None:
+            pods = cache.select("Pod", namespace, manifests.match_labels(name))
+        else:
+            pods = await cluster.list_objects("v1", "Pod", namespace, label_selector=manifests.selector(name))
     health = deployment_health(
         deploy, pods, desired_hash=desired_hash, now=dt.datetime.now(dt.UTC), stuck_after_s=settings.stuck_after_s
     )

@@ -306,8 +306,9 @@ def format_report(report: dict[str, Any]) -> str:
     metrics = training.get("artifact", {}).get("metrics", training.get("metrics", {}))
     lines = ["", "Kubemaas demo report", "=" * 20]
     if metrics:
-        lines.append("training metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())
-                                                      if isinstance(v, int | float)))
+        shown = [f"{k}={v:.4f}" if isinstance(v, float) and not v.is_integer() else f"{k}={v:g}"
+                 for k, v in sorted(metrics.items()) if isinstance(v, int | float)]
+        lines.append("training metrics: " + ", ".join(shown))
     lines.append("")
     lines.append("| variant | size (KB) | p50 b1 (ms) | p50 b32 (ms) | accuracy | drop | gate |")
     lines.append("|---|---:|---:|---:|---:|---:|---|")

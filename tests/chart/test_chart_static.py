@@ -18,11 +18,11 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+
 from kubemaas_operator import cli as operator_cli
 from kubemaas_operator.manifests.modelservice import service as serving_service
 from kubemaas_operator.settings import OperatorSettings
 from kubemaas_runtime.cli import COMMANDS
-
 from tests.chart import contract
 from tests.chart.helmchart import (
     CHART,

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from kubemaas_runtime.bundle import MODEL, Manifest, TensorSpec, write_manifest
 from onnx import TensorProto, helper, numpy_helper
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
+
+from kubemaas_runtime.bundle import MODEL, Manifest, TensorSpec, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCRIPT = ROOT / "tests" / "e2e" / "kind.sh"

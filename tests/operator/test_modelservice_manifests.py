@@ -6,6 +6,7 @@ from typing import Any
 
 import kopf
 import pytest
+
 from kubemaas_operator.manifests import compression, modelservice
 from kubemaas_operator.manifests.common import ANNOTATION_SPEC_HASH, child_name
 from kubemaas_operator.settings import OperatorSettings

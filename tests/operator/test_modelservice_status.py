@@ -180,3 +180,12 @@ def test_status_patch_is_none_when_unchanged_and_deletes_stale_keys() -> None:
     old = {**stored, "reason": "RollingOut", "model": {**stored["model"], "sizeBytes": 5}}
     patch = reconciler.status_patch(old, st)
     assert patch == {"reason": None, "model": {**st["model"], "sizeBytes": None}}
+
+
+def test_status_patch_compares_with_what_the_server_stores() -> None:
+    comp = reconciler.judge_report(BASE, "Failed", report(None, 0.2), SOURCE, 0.01)
+    assert comp.status is not None
+    assert comp.status["selected"] is None  # a merge patch deletes it; the server never stores null
+    new = {"compression": comp.status}
+    stored = {"compression": {k: v for k, v in comp.status.items() if v is not None}}
+    assert reconciler.status_patch(stored, new) is None

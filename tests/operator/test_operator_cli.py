@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from kubemaas_operator import cli
 from kubemaas_operator.settings import OperatorSettings
 

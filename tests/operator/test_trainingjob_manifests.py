@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from kubemaas_operator.manifests import trainingjob as mf
 
 REPO = Path(__file__).resolve().parents[2]

@@ -102,6 +102,9 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     @kopf.on.event(*MODELSERVICES, id="modelservice-cache", registry=registry)
     async def modelservice_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         _remember(cache, type, body, "ModelService")
+        if type == "DELETED":
+            meta = body.get("metadata") or {}
+            queue.forget((meta.get("namespace") or "", meta.get("name") or ""))
 
     @kopf.on.event("apps", "v1", "deployments", id="modelservice-deployment", labels=OWNED, registry=registry)
     async def deployment_event(
@@ -124,6 +127,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     async def pod_event(
         type: str | None, body: kopf.Body, labels: Mapping[str, str], namespace: str | None, **_: Any
     ) -> None:
+        _remember(cache, type, body, "Pod")
         key = _owner(labels, namespace)
         if key is None or type == "DELETED":
             return

@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from kubemaas_runtime.serving.dataplane import DataPlane
 from kubemaas_runtime.serving.errors import ServingError, error_body, error_headers
-from kubemaas_runtime.serving.fastpath import Guarded, ServingApp
+from kubemaas_runtime.serving.fastpath import HotRoutes, ServingApp
 from kubemaas_runtime.serving.middleware import Gateway
 from kubemaas_runtime.serving.model import ServedModel
 from kubemaas_runtime.serving.settings import ServingSettings
@@ -73,5 +73,5 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
     register_metrics_route(app, plane)
     token = settings.bearer_token()
     app.add_middleware(Gateway, plane=plane, token=token, max_body_bytes=settings.max_body_bytes)
-    app.hot = Gateway(Guarded(hot), plane, token, settings.max_body_bytes)
+    app.hot = Gateway(HotRoutes(hot), plane, token, settings.max_body_bytes, render_errors=True)
     return app

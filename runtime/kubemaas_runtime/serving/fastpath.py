@@ -2,23 +2,17 @@
 
 ``ServingApp`` is the FastAPI app ``create_app`` returns. A POST to an infer or predict path is
 recognised with a few string operations and handed to the same raw ASGI endpoints FastAPI
-has registered, behind the same ``Gateway`` (metrics, auth, body limit); everything else goes
-through FastAPI as usual. The routes stay registered with FastAPI too, so the app behaves the
-same when mounted under another ASGI app.
+has registered, behind the same ``Gateway`` (metrics, auth, body limit), which also renders
+their errors as the same ``{"error": ...}`` FastAPI's handler gives. Everything else goes
+through FastAPI as usual. The routes stay registered with FastAPI too, so the app behaves
+the same when mounted under another ASGI app.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 from fastapi import FastAPI
 
 from kubemaas_runtime.serving.asgi import ASGIApp, Receive, Scope, Send
-from kubemaas_runtime.serving.errors import InferenceFailed, ServingError
-from kubemaas_runtime.serving.middleware import send_error
-
-log = logging.getLogger(__name__)
 
 V2_PREFIX = "/v2/models/"
 V2_SUFFIX = "/infer"
@@ -41,34 +35,19 @@ def match(path: str) -> tuple[str, dict[str, str]] | None:
     return None
 
 
-class Guarded:
-    """Calls an endpoint and renders any error as ``{"error": ...}`` (FastAPI's handlers are skipped here)."""
+class HotRoutes:
+    """Dispatches a matched hot request to its raw endpoint."""
 
     def __init__(self, endpoints: dict[str, ASGIApp]) -> None:
         self.endpoints = endpoints
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def watch(message: Any) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
-        try:
-            await self.endpoints[scope["kubemaas.route"]](scope, receive, watch)
-        except ServingError as exc:
-            if not started:
-                await send_error(send, exc)
-        except Exception as exc:
-            log.exception("unhandled error on %s", scope["path"])
-            if not started:
-                await send_error(send, InferenceFailed(f"internal error: {type(exc).__name__}: {exc}"))
+        await self.endpoints[scope["kubemaas.route"]](scope, receive, send)
 
 
 class ServingApp(FastAPI):
     hot: ASGIApp | None = None
-    """Gateway(Guarded(endpoints)), set by create_app."""
+    """Gateway(HotRoutes(endpoints), render_errors=True), set by create_app."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.hot is not None and scope["type"] == "http" and scope["method"] == "POST":

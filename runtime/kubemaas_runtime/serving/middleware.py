@@ -7,17 +7,21 @@ wrapper per request.
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 
 from kubemaas_runtime.serving.asgi import ASGIApp, Message, Receive, Scope, Send, header, send_body
 from kubemaas_runtime.serving.dataplane import DataPlane
 from kubemaas_runtime.serving.errors import (
+    InferenceFailed,
     PayloadTooLarge,
     ServingError,
     Unauthorized,
     error_body,
     error_headers,
 )
+
+log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/metrics"})
 """Probes and scrapes never need the token."""
@@ -28,9 +32,15 @@ async def send_error(send: Send, exc: ServingError) -> None:
 
 
 class Gateway:
-    def __init__(self, app: ASGIApp, plane: DataPlane, token: str | None, max_body_bytes: int) -> None:
+    """``render_errors``: answer exceptions from ``app`` as ``{"error": ...}`` here (the hot path,
+    where FastAPI's exception handlers are skipped); otherwise let them propagate to FastAPI."""
+
+    def __init__(
+        self, app: ASGIApp, plane: DataPlane, token: str | None, max_body_bytes: int, render_errors: bool = False
+    ) -> None:
         self.app = app
         self.plane = plane
+        self.render_errors = render_errors
         self.expected = f"Bearer {token}".encode() if token is not None else None
         self.max_body_bytes = max_body_bytes
 
@@ -52,7 +62,7 @@ class Gateway:
             return
         plane = self.plane
         start = time.perf_counter()
-        status = 500
+        status = 0  # no answer started yet
         plane.in_flight += 1
 
         async def send_and_watch(message: Message) -> None:
@@ -68,8 +78,15 @@ class Gateway:
                 await send_error(send_and_watch, refusal)
                 return
             await self.app(scope, receive, send_and_watch)
+        except Exception as exc:
+            if not self.render_errors or status:
+                raise
+            if not isinstance(exc, ServingError):
+                log.exception("unhandled error on %s", scope["path"])
+                exc = InferenceFailed(f"internal error: {type(exc).__name__}: {exc}")
+            await send_error(send_and_watch, exc)
         finally:
             plane.in_flight -= 1
             route = scope.get("route")
             label = getattr(route, "path", None) or scope.get("kubemaas.route") or "unmatched"
-            plane.metrics.observe_request(label, status, time.perf_counter() - start)
+            plane.metrics.observe_request(label, status or 500, time.perf_counter() - start)

@@ -111,3 +111,18 @@ def slow(directory: Path, *, width: int = 1024, layers: int = 48, seed: int = 0)
         [w],
     )
     return _save(graph, directory)
+
+
+def gather(directory: Path) -> Path:
+    """``y = x[:, idx]`` row-wise: an out-of-range ``idx`` makes ONNX Runtime fail at run time."""
+    node = helper.make_node("GatherElements", ["x", "idx"], ["y"], axis=1)
+    graph = helper.make_graph(
+        [node],
+        "gather",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("idx", TensorProto.INT64, ["batch", 1]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+    )
+    return _save(graph, directory)

@@ -7,6 +7,7 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -14,14 +15,15 @@ import pytest
 
 from tests.runtime.serving.conftest import start_server
 
-ROW = np.full((1, 1024), 0.1, np.float32)
-BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1024], "data": ROW.ravel().tolist()}]}
+ROWS = np.full((4, 1024), 0.1, np.float32)
+BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [4, 1024], "data": ROWS.ravel().tolist()}]}
+"""Four rows: tens of milliseconds per request on the slow model, so a burst outruns it."""
 
 
-async def burst(url: str, n: int) -> list[httpx.Response]:
+async def burst(url: str, n: int, body: Any = BODY) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
     async with httpx.AsyncClient(limits=limits, timeout=120) as client:
-        return await asyncio.gather(*(client.post(url, json=BODY) for _ in range(n)))
+        return await asyncio.gather(*(client.post(url, json=body) for _ in range(n)))
 
 
 def test_overload_burst_gets_503_with_retry_after_and_server_stays_healthy(slow_dir: Path, tmp_path: Path) -> None:
@@ -49,10 +51,13 @@ def test_overload_burst_gets_503_with_retry_after_and_server_stays_healthy(slow_
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(slow_dir: Path, tmp_path: Path) -> None:
     server = start_server(slow_dir, tmp_path / "drain.log", "--name", "slow", max_batch_size="1")
-    n = 8
+    n = 6
+    # 8 rows per request: each takes ~8 model calls' time, so all n are surely in flight together.
+    rows = np.full((8, 1024), 0.1, np.float32)
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [8, 1024], "data": rows.ravel().tolist()}]}
 
     async def scenario() -> list[httpx.Response]:
-        requests = asyncio.ensure_future(burst(f"{server.url}/v2/models/slow/infer", n))
+        requests = asyncio.ensure_future(burst(f"{server.url}/v2/models/slow/infer", n, body))
         deadline = time.monotonic() + 30
         async with httpx.AsyncClient() as probe:
             while time.monotonic() < deadline:

@@ -14,6 +14,7 @@ import onnxruntime as ort
 import pytest
 
 from kubemaas_runtime.bundle import MODEL
+from tests.runtime.serving import models
 from tests.runtime.serving.conftest import Server, start_server
 
 
@@ -78,5 +79,26 @@ def test_batching_off_runs_one_request_per_call(slow_dir: Path, tmp_path: Path) 
         # warm-up (1 row) + 4 requests of 3 rows, never merged
         assert metric(server, "kubemaas_batch_size_count") == 1 + 4
         assert metric(server, "kubemaas_batch_size_sum") == 1 + 4 * 3
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_failing_batch_answers_500_to_its_requests_and_the_server_stays_ready(tmp_path: Path) -> None:
+    server = start_server(models.gather(tmp_path / "gather"), tmp_path / "gather.log", "--name", "gather")
+
+    def body(index: int) -> dict[str, object]:
+        return {"inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [10.0, 11.0, 12.0, 13.0]},
+            {"name": "idx", "datatype": "INT64", "shape": [1, 1], "data": [index]},
+        ]}
+
+    try:
+        url = f"{server.url}/v2/models/gather/infer"
+        bad = httpx.post(url, json=body(7))
+        assert bad.status_code == 500
+        assert bad.json()["error"].startswith("inference failed: ")
+        good = httpx.post(url, json=body(2))
+        assert (good.status_code, good.json()["outputs"][0]["data"]) == (200, [12.0])
+        assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
     finally:
         assert server.stop() == 0

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from kubemaas_runtime.bundle import EVAL_SET, MODEL, Bundle, Manifest, TensorSpec, write_manifest
 from onnx import TensorProto, helper
+
+from kubemaas_runtime.bundle import EVAL_SET, MODEL, Bundle, Manifest, TensorSpec, write_manifest
 
 
 def build_bundle(directory: Path) -> Bundle:

@@ -7,6 +7,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from kubemaas_runtime.bundle import Bundle
 from kubemaas_runtime.storage import StorageError, fetch
 

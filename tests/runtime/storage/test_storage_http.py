@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from kubemaas_runtime.bundle import MODEL, Bundle
 from kubemaas_runtime.storage import StorageError, StorageSettings, fetch, upload
 

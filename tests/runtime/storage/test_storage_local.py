@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from kubemaas_runtime.bundle import MANIFEST, MODEL, Bundle, sha256_file
 from kubemaas_runtime.cli import main
 from kubemaas_runtime.storage import StorageError, StorageSettings, fetch, upload

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import boto3
 import pytest
+from moto.server import ThreadedMotoServer
+
 from kubemaas_runtime.bundle import MODEL, Bundle
 from kubemaas_runtime.storage import StorageError, fetch, upload
-from moto.server import ThreadedMotoServer
 
 
 @pytest.fixture

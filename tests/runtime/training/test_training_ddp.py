@@ -10,10 +10,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+
 from kubemaas_runtime.bundle import CHECKPOINT, load_bundle
 from kubemaas_runtime.training.launch import run_local
 from kubemaas_runtime.training.recipes import get_recipe
-
 from tests.runtime.training.training_helpers import rank_done
 
 SOURCE_ENV = {

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from kubemaas_runtime.training.distributed import read_rank_env, wait_for_master
 from kubemaas_runtime.training.errors import MasterUnreachableError, TrainingError
 from kubemaas_runtime.training.launch import free_port
-
 from tests.runtime.training.training_helpers import DIST_VARS
 
 

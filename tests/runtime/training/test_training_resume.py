@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+
 from kubemaas_runtime.bundle import CHECKPOINT, MANIFEST
 from kubemaas_runtime.training.launch import LaunchError, run_local, start_local
 

@@ -10,14 +10,14 @@ import boto3
 import numpy as np
 import onnx
 import pytest
-from kubemaas_runtime.bundle import load_bundle
-from kubemaas_runtime.cli import main
-from kubemaas_runtime.storage import fetch
-from kubemaas_runtime.training.pruning import prune_model
 from moto.server import ThreadedMotoServer
 from onnx import numpy_helper
 from torch import nn
 
+from kubemaas_runtime.bundle import load_bundle
+from kubemaas_runtime.cli import main
+from kubemaas_runtime.storage import fetch
+from kubemaas_runtime.training.pruning import prune_model
 from tests.runtime.training.training_helpers import events_of
 
 

@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from kubemaas_runtime.bundle import load_bundle
 from kubemaas_runtime.cli import main
 from kubemaas_runtime.training.launch import run_local
