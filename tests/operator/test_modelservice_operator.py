@@ -45,6 +45,12 @@ def claims(control_plane: ControlPlane, namespace: str) -> Iterator[None]:
                       "resources": {"requests": {"storage": "1Gi"}}}},
         ]
     control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    def bound() -> bool:
+        items = get_json(control_plane, "pvc", "-n", namespace)["items"]
+        return sorted(i["metadata"]["name"] for i in items if i["status"].get("phase") == "Bound") == [
+            "kubemaas-models", "models"]
+
+    poll(bound, what="both PVCs Bound")
     try:
         yield
     finally:
