@@ -33,10 +33,10 @@ dev-cluster: venv cluster-binaries
 	$(BIN)/python -m tests.cluster.devcluster
 
 bench: venv cluster-binaries
-	$(BIN)/python bench/serving.py
-	$(BIN)/python bench/training.py
-	$(BIN)/python bench/compression.py
-	$(BIN)/python bench/operator.py
+	$(BIN)/python -m bench.serving
+	$(BIN)/python -m bench.training
+	$(BIN)/python -m bench.compression
+	$(BIN)/python -m bench.operator
 
 kind-e2e:
 	bash tests/e2e/kind.sh

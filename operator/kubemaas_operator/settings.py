@@ -15,7 +15,7 @@ class OperatorSettings(BaseSettings):
         env_prefix="KUBEMAAS_", extra="ignore", use_attribute_docstrings=True, frozen=True
     )
 
-    runtime_image: str = "ghcr.io/kubemaas/kubemaas:0.1.0"
+    runtime_image: str = "kubemaas/runtime:0.1.0"
     """Image for serving, fetch, compression and training pods when a spec names none."""
 
     image_pull_policy: str = Field(default="IfNotPresent", pattern="^(Always|IfNotPresent|Never)$")

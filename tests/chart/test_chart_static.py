@@ -195,7 +195,7 @@ def test_operator_deployment_is_locked_down() -> None:
     assert container["resources"]["requests"]
     assert container["resources"]["limits"]
     assert container["args"] == ["operator", "--liveness=http://0.0.0.0:8080/healthz"]
-    assert container["image"] == "ghcr.io/kubemaas/operator:0.1.0"
+    assert container["image"] == "kubemaas/operator:0.1.0"
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
 
 
@@ -236,7 +236,7 @@ def test_operator_env_names_are_the_operator_settings(monkeypatch: pytest.Monkey
         if getattr(configured, name) != getattr(defaults, name)
     }
     assert differ == {"runtime_image"}
-    assert configured.runtime_image == "ghcr.io/kubemaas/runtime:0.1.0"
+    assert configured.runtime_image == "kubemaas/runtime:0.1.0"
     assert configured.namespaces == []
 
 
