@@ -7,6 +7,7 @@ drift from what the API server enforces.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ def _constraints(schema: dict[str, Any]) -> str:
     if "pattern" in schema:
         parts.append(f"pattern `{schema['pattern']}`")
     if "default" in schema:
-        parts.append(f"default `{yaml.safe_dump(schema['default'], default_flow_style=True).strip()}`")
+        parts.append(f"default `{json.dumps(schema['default'])}`")
     return "; ".join(parts)
 
 

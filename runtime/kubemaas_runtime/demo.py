@@ -13,8 +13,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +26,8 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kubemaas_runtime.serving.process import ServeProcess, ServeProcessError, free_port, log_tail
 
 
 class DemoSettings(BaseSettings):
@@ -87,22 +87,9 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def kubemaas_cmd(*args: str) -> list[str]:
     """The console script, run with this interpreter so the demo needs no PATH set-up."""
     return [sys.executable, "-m", "kubemaas_runtime.cli", *args]
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def train(settings: DemoSettings, bundle: Path, logs: Path, log: Callable[[str], None]) -> dict[str, Any]:
@@ -141,7 +128,7 @@ def train(settings: DemoSettings, bundle: Path, logs: Path, log: Callable[[str],
         for rank, (proc, log_path) in enumerate(procs):
             code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
             if code != 0:
-                raise DemoError(f"training rank {rank} exited {code}:\n{_tail(log_path)}")
+                raise DemoError(f"training rank {rank} exited {code}:\n{log_tail(log_path)}")
     finally:
         for proc, _ in procs:
             if proc.poll() is None:
@@ -171,7 +158,7 @@ def compress(settings: DemoSettings, bundle: Path, output: Path, logs: Path) -> 
             env={**os.environ, "KUBEMAAS_TERMINATION_LOG": str(logs / "compress-termination.json")},
         )
     if code != 0:
-        raise DemoError(f"compression exited {code}:\n{_tail(log_path)}")
+        raise DemoError(f"compression exited {code}:\n{log_tail(log_path)}")
     # The same summary the operator reads from the compression pod's termination message.
     report: dict[str, Any] = json.loads((logs / "compress-termination.json").read_text())
     return report
@@ -180,38 +167,15 @@ def compress(settings: DemoSettings, bundle: Path, output: Path, logs: Path) -> 
 @contextmanager
 def serve(model_dir: Path, logs: Path, timeout_s: float) -> Iterator[str]:
     """Start ``kubemaas serve`` on a free loopback port; yield its base URL; drain on exit."""
-    port = free_port()
-    log_path = logs / "serve.log"
-    sink = log_path.open("w")
-    proc = subprocess.Popen(
-        kubemaas_cmd("serve", "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", str(port)),
-        stdout=sink, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server = ServeProcess(model_dir, logs / "serve.log", clean_env=False).start()
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise DemoError(f"kubemaas serve exited {proc.returncode}:\n{_tail(log_path)}")
-            try:
-                with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise DemoError(f"kubemaas serve not ready within {timeout_s:.0f}s:\n{_tail(log_path)}")
-            time.sleep(0.1)
-        yield base
+        try:
+            server.wait_ready(timeout_s)
+        except ServeProcessError as exc:
+            raise DemoError(str(exc)) from exc
+        yield server.url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        sink.close()
+        server.stop()
 
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from kubemaas_runtime.bundle import MODEL, Manifest, TensorSpec, write_manifest
+from kubemaas_runtime.serving.process import ServeProcess
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCRIPT = ROOT / "tests" / "e2e" / "kind.sh"
@@ -113,35 +113,20 @@ def _linear_digits_bundle(directory: Path) -> float:
     return float(np.mean(predicted == test_y))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, float]]:
-    """`kubemaas serve` on a free loopback port; yields (host:port, expected accuracy)."""
+    """`kubemaas serve` on a free loopback port; yields (host:port, expected accuracy).
+
+    It is not waited for here: check_endpoint.py's own readiness wait is part of what is tested.
+    """
     bundle = tmp_path_factory.mktemp("e2e") / "bundle"
     expected = _linear_digits_bundle(bundle)
-    port = _free_port()
-    log = (bundle.parent / "serve.log").open("w")
-    kubemaas = Path(sys.executable).parent / "kubemaas"
-    process = subprocess.Popen(
-        [str(kubemaas), "serve", "--model-dir", str(bundle), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "KUBEMAAS_TERMINATION_LOG": os.devnull},
-    )
+    server = ServeProcess(bundle, bundle.parent / "serve.log",
+                          env={"KUBEMAAS_TERMINATION_LOG": os.devnull}).start()
     try:
-        yield f"127.0.0.1:{port}", expected
+        yield server.host_port, expected
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
+        server.stop()
 
 
 def _check(url: str, *extra: str) -> subprocess.CompletedProcess[str]:

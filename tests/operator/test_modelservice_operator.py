@@ -24,7 +24,7 @@ from tests.operator.support import OperatorProcess, condition, get_json, poll, s
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "modelservice.yaml"
+EXAMPLE = REPO / "examples" / "modelservice-uri.yaml"
 SPEC_HASH = "kubemaas.io/spec-hash"
 
 
@@ -98,7 +98,7 @@ def test_example_becomes_ready_with_the_url_in_kubectl_get(
     assert dep["metadata"]["ownerReferences"] == [ref]
     pod = dep["spec"]["template"]["spec"]
     (init,), (main,) = pod["initContainers"], pod["containers"]
-    assert init["args"] == ["fetch", "pvc://kubemaas-models/digits/v1", "/mnt/models"]
+    assert init["args"] == ["fetch", "pvc://kubemaas-models/digits", "/mnt/models"]
     assert main["args"] == ["serve", "--model-dir", "/mnt/models"]
     env = {e["name"]: e.get("value") for e in main["env"]}
     assert (env["KUBEMAAS_MAX_BATCH_SIZE"], env["KUBEMAAS_MAX_DELAY_MS"], env["KUBEMAAS_MODEL_NAME"]) == ("32", "2", name)

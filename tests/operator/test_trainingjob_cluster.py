@@ -112,8 +112,9 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def models_pvc(control_plane: ControlPlane, namespace: str) -> str:
-    """A PVC `models` bound (by the real PV controller) to a hostPath PV, for the example's pvc:// output."""
-    pv = f"models-{namespace}"
+    """A PVC `kubemaas-models` (the model store the example writes to) bound by the real PV controller
+    to a hostPath PV."""
+    pv = f"kubemaas-models-{namespace}"
     control_plane.kubectl("apply", "-f", "-", input=json.dumps({
         "apiVersion": "v1", "kind": "PersistentVolume",
         "metadata": {"name": pv},
@@ -122,13 +123,13 @@ def models_pvc(control_plane: ControlPlane, namespace: str) -> str:
     }))
     control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
         "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "models"},
+        "metadata": {"name": "kubemaas-models"},
         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
                  "resources": {"requests": {"storage": "1Gi"}}},
     }))
-    poll(lambda: (get_json(control_plane, "pvc", "models", "-n", namespace) or {}).get("status", {}).get("phase")
-         == "Bound", timeout=TIMEOUT, what="PVC models Bound")
-    return "models"
+    poll(lambda: (get_json(control_plane, "pvc", "kubemaas-models", "-n", namespace) or {}).get("status", {}).get("phase")
+         == "Bound", timeout=TIMEOUT, what="PVC kubemaas-models Bound")
+    return "kubemaas-models"
 
 
 def test_example_gets_headless_service_and_indexed_job_with_env_contract(

@@ -22,7 +22,7 @@ def owner(name: str = "digits") -> dict[str, Any]:
     }
 
 
-def build(spec: dict[str, Any], restarts: int = 0, output: str = "pvc://models/digits") -> dict[str, Any]:
+def build(spec: dict[str, Any], restarts: int = 0, output: str = "pvc://kubemaas-models/digits") -> dict[str, Any]:
     return mf.build_job(
         owner(), mf.parse_spec(spec), restarts=restarts, output=output, image="kubemaas/kubemaas:test",
         image_pull_policy="IfNotPresent", run_as_user=10001, pvc_root="/mnt/pvc", active_deadline_seconds=None,
@@ -83,7 +83,7 @@ def test_example_env_contract_both_forms() -> None:
 def test_recipe_command_and_termination_message() -> None:
     c = container(build(example_spec()))
     assert c["command"] == [
-        "kubemaas", "train", "--recipe", "digits", "--output", "pvc://models/digits", "--name", "digits",
+        "kubemaas", "train", "--recipe", "digits", "--output", "pvc://kubemaas-models/digits", "--name", "digits",
         "--epochs", "10", "--batch-size", "64", "--lr", "0.01", "--seed", "0",
     ]
     assert (c["terminationMessagePath"], c["terminationMessagePolicy"]) == (
@@ -98,7 +98,9 @@ def test_pvc_output_is_mounted_under_the_pvc_root() -> None:
     job = build(example_spec())
     mounts = {m["mountPath"]: m["name"] for m in container(job)["volumeMounts"]}
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
-    assert volumes[mounts["/mnt/pvc/models"]]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": False}
+    assert volumes[mounts["/mnt/pvc/kubemaas-models"]]["persistentVolumeClaim"] == {
+        "claimName": "kubemaas-models", "readOnly": False,
+    }
 
 
 def test_torchrun_reads_pet_env_when_several_procs_per_node() -> None:

@@ -68,12 +68,12 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(slow_dir: Path, tmp_path:
                 await asyncio.sleep(0.005)
             else:
                 pytest.fail("the requests never got in flight")
-        server.process.send_signal(signal.SIGTERM)
+        server.popen.send_signal(signal.SIGTERM)
         return await requests
 
     responses = asyncio.run(scenario())
     assert [r.status_code for r in responses] == [200] * n
-    assert server.process.wait(timeout=60) == 0
+    assert server.popen.wait(timeout=60) == 0
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{server.url}/v2/health/live")
     assert "draining" in server.logs()

@@ -1,0 +1,44 @@
+"""The quickstart against the real control plane: ``kubectl apply`` of examples/trainingjob.yaml
+and examples/modelservice.yaml (the real kubectl), driven through WaitingForTraining ->
+Compressing -> READY True with VARIANT int8-static.
+
+kwok runs no containers, so the training ranks' and the compression pod's terminal phases and
+termination messages (contract 3) are written through the pods/status subresource, as envtest
+suites do (see tests/operator/quickstart.py); kwok makes the serving pods Ready. The operator is
+the real ``kubemaas operator`` process. ``python -m tests.operator.capture_quickstart`` records
+the same session into docs/captured/quickstart.txt.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cluster.harness import ControlPlane
+from tests.operator import quickstart
+from tests.operator.support import OperatorProcess
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+
+def test_both_examples_train_compress_and_serve(
+    control_plane: ControlPlane, operator_process: OperatorProcess, namespace: str
+) -> None:
+    quickstart.model_store(control_plane, namespace)
+    transcript = quickstart.run(control_plane, namespace)
+    assert [cmd.split(" -n ")[0] for cmd, _ in transcript.steps] == [
+        "kubectl apply -f examples/trainingjob.yaml",
+        "kubectl apply -f examples/modelservice.yaml",
+        "kubectl get tj,msvc",
+        "kubectl get tj",
+        "kubectl get msvc",
+        "kubectl get msvc",
+        "kubectl get deploy,svc,hpa,job -l kubemaas.io/modelservice=digits",
+    ]
+
+
+def test_table_cuts_cells_at_the_header_offsets() -> None:
+    text = "NAME   READY   VARIANT   AGE\nd      False             3s\n\nNAME  PHASE\ntj    Running\n"
+    assert quickstart.table(text) == [
+        {"NAME": "d", "READY": "False", "VARIANT": "", "AGE": "3s"},
+        {"NAME": "tj", "PHASE": "Running"},
+    ]
