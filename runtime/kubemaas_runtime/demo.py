@@ -27,7 +27,8 @@ import numpy as np
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kubemaas_runtime.serving.process import ServeProcess, ServeProcessError, free_port, log_tail
+from kubemaas_runtime.serving.process import ServeProcess, ServeProcessError, log_tail
+from kubemaas_runtime.training.launch import LaunchError, run_local
 
 
 class DemoSettings(BaseSettings):
@@ -93,59 +94,20 @@ def kubemaas_cmd(*args: str) -> list[str]:
 
 
 def train(settings: DemoSettings, bundle: Path, logs: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    """Run ``settings.ranks`` ``kubemaas train`` processes with the pod env contract."""
-    port = free_port()
-    procs: list[tuple[subprocess.Popen[str], Path]] = []
-    base_env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-                "WORLD_SIZE": str(settings.ranks), "PYTHONUNBUFFERED": "1",
-                "KUBEMAAS_TERMINATION_LOG": str(logs / "train-termination.json"),
-                "OMP_NUM_THREADS": "1"}
-    argv = kubemaas_cmd("train", "--recipe", settings.recipe, "--output", str(bundle),
-                        "--epochs", str(settings.epochs))
-    for rank in range(settings.ranks):
-        log_path = logs / f"train-rank{rank}.log"
-        env = {**base_env, "RANK": str(rank), "LOCAL_RANK": "0"}
-        stdout = subprocess.PIPE if rank == 0 else log_path.open("w")
-        proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=subprocess.STDOUT, text=True)
-        procs.append((proc, log_path))
-    done: dict[str, Any] = {}
-    rank0, rank0_log = procs[0]
-    deadline = time.monotonic() + settings.timeout_s
-    try:
-        assert rank0.stdout is not None
-        with rank0_log.open("w") as sink:
-            for line in rank0.stdout:
-                sink.write(line)
-                event = _json_line(line)
-                if event.get("event") == "progress":
-                    log(f"  epoch {event.get('epoch')}/{event.get('epochs')}  "
-                        f"loss {float(event.get('loss', 0.0)):.4f}  "
-                        f"accuracy {float(event.get('accuracy', 0.0)):.4f}")
-                elif event.get("event") == "done":
-                    done = event
-                if time.monotonic() > deadline:
-                    raise DemoError(f"training exceeded {settings.timeout_s:.0f}s")
-        for rank, (proc, log_path) in enumerate(procs):
-            code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-            if code != 0:
-                raise DemoError(f"training rank {rank} exited {code}:\n{log_tail(log_path)}")
-    finally:
-        for proc, _ in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return done
+    """Run ``settings.ranks`` ``kubemaas train`` processes with the pod env contract on loopback."""
 
+    def progress(event: dict[str, Any]) -> None:
+        if event.get("event") == "progress":
+            log(f"  epoch {event.get('epoch')}/{event.get('epochs')}  "
+                f"loss {float(event.get('loss', 0.0)):.4f}  "
+                f"accuracy {float(event.get('accuracy', 0.0)):.4f}")
 
-def _json_line(line: str) -> dict[str, Any]:
-    line = line.strip()
-    if not line.startswith("{"):
-        return {}
+    argv = ["--recipe", settings.recipe, "--output", str(bundle), "--epochs", str(settings.epochs)]
     try:
-        value = json.loads(line)
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
+        return run_local(settings.ranks, argv, on_event=progress, log_dir=logs / "train",
+                         timeout_s=settings.timeout_s)
+    except LaunchError as exc:
+        raise DemoError(f"training failed: {exc}") from exc
 
 
 def compress(settings: DemoSettings, bundle: Path, output: Path, logs: Path) -> dict[str, Any]:

@@ -1,6 +1,8 @@
-"""Regenerate docs/captured/quickstart.txt: the quickstart session's real kubectl output.
+"""Regenerate docs/captured/quickstart.txt (the lineage: examples/trainingjob.yaml +
+examples/modelservice.yaml) and docs/captured/kubectl-get-msvc.txt (examples/modelservice-uri.yaml):
+the sessions' real kubectl output.
 
-    .venv/bin/python -m tests.operator.capture_quickstart [--output PATH] [--namespace demo]
+    .venv/bin/python -m tests.operator.capture_quickstart [--output PATH] [--output-uri PATH] [--namespace demo]
 
 Starts its own control plane (etcd, kube-apiserver, controllers, scheduler, kwok) and
 ``kubemaas operator`` as a local process (no Helm install needed for this), then runs
@@ -21,6 +23,7 @@ from tests.operator import quickstart
 from tests.operator.support import OperatorProcess, poll
 
 OUTPUT = quickstart.REPO / "docs" / "captured" / "quickstart.txt"
+OUTPUT_URI = quickstart.REPO / "docs" / "captured" / "kubectl-get-msvc.txt"
 HEADER = """\
 # Quickstart, captured by `python -m tests.operator.capture_quickstart` (real kubectl output).
 # Control plane: etcd + kube-apiserver + controller-manager + scheduler, with kwok simulating the
@@ -31,10 +34,18 @@ HEADER = """\
 
 """
 
+HEADER_URI = """\
+# A bundle served by URI (examples/modelservice-uri.yaml), captured by
+# `python -m tests.operator.capture_quickstart` (real kubectl output) right after quickstart.txt, on
+# the same control plane (kwok simulates the node: pods are Ready without pulling images).
+
+"""
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--output-uri", type=Path, default=OUTPUT_URI)
     parser.add_argument("--namespace", default="demo")
     args = parser.parse_args(argv)
     with ControlPlane(full=True) as plane, tempfile.TemporaryDirectory() as tmp:
@@ -45,11 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         operator = OperatorProcess(plane, Path(tmp), verbose=False).start()
         try:
             transcript = quickstart.run(plane, args.namespace)
+            by_uri = quickstart.run_uri(plane, args.namespace)
         finally:
             operator.stop()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(HEADER + transcript.text())
-    print(f"wrote {args.output}", file=sys.stderr)
+    args.output_uri.write_text(HEADER_URI + by_uri.text())
+    print(f"wrote {args.output} and {args.output_uri}", file=sys.stderr)
     return 0
 
 

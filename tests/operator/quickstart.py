@@ -27,6 +27,7 @@ from tests.operator.support import get_json, poll, set_pod_status
 REPO = Path(__file__).resolve().parents[2]
 TRAININGJOB = Path("examples/trainingjob.yaml")
 MODELSERVICE = Path("examples/modelservice.yaml")
+MODELSERVICE_URI = Path("examples/modelservice-uri.yaml")
 CLAIM = "kubemaas-models"
 """The model store claim: the TrainingJob example writes there, compression output goes there."""
 TRAINED_SHA = "5e" * 32
@@ -220,4 +221,21 @@ def run(plane: ControlPlane, namespace: str, files: Sequence[Path] = (TRAININGJO
     children = table(out.record(plane, "get", "deploy,svc,hpa,job", "-l", f"kubemaas.io/modelservice={msvc}", *ns))
     assert sorted(r["NAME"] for r in children) == sorted(
         [f"deployment.apps/{msvc}", f"service/{msvc}", f"job.batch/{job_name}"])
+    return out
+
+
+def run_uri(plane: ControlPlane, namespace: str, file: Path = MODELSERVICE_URI) -> Transcript:
+    """Apply examples/modelservice-uri.yaml (a bundle by URI, served as is) and wait for READY=True."""
+    doc = yaml.safe_load((REPO / file).read_text())
+    name = doc["metadata"]["name"]
+    ns = ["-n", namespace]
+    out = Transcript(namespace)
+    applied = out.record(plane, "apply", "-f", str(REPO / file), *ns, shown=("apply", "-f", str(file), *ns))
+    assert applied == f"modelservice.kubemaas.io/{name} created\n"
+    _row_when(plane, namespace, "msvc", name, {"READY": "True"}, f"ModelService {name} READY True")
+    (row,) = table(out.record(plane, "get", "msvc", name, *ns))
+    url = f"http://{name}.{namespace}.svc.cluster.local/v2/models/{name}"
+    assert (row["READY"], row["URL"], row["VARIANT"], row["REPLICAS"]) == ("True", url, "none", "2")
+    children = table(out.record(plane, "get", "deploy,svc,pods", "-l", f"kubemaas.io/modelservice={name}", *ns))
+    assert [r["NAME"] for r in children][:2] == [f"deployment.apps/{name}", f"service/{name}"]
     return out

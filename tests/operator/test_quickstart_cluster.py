@@ -42,3 +42,15 @@ def test_table_cuts_cells_at_the_header_offsets() -> None:
         {"NAME": "d", "READY": "False", "VARIANT": "", "AGE": "3s"},
         {"NAME": "tj", "PHASE": "Running"},
     ]
+
+
+def test_the_uri_example_is_served_as_is(
+    control_plane: ControlPlane, operator_process: OperatorProcess, namespace: str
+) -> None:
+    quickstart.model_store(control_plane, namespace)
+    transcript = quickstart.run_uri(control_plane, namespace)
+    assert [cmd.split(" -n ")[0] for cmd, _ in transcript.steps] == [
+        "kubectl apply -f examples/modelservice-uri.yaml",
+        "kubectl get msvc digits-uri",
+        "kubectl get deploy,svc,pods -l kubemaas.io/modelservice=digits-uri",
+    ]

@@ -29,7 +29,7 @@ def test_demo_trains_compresses_serves_and_reports(tmp_path: Path) -> None:
     assert accuracy >= 0.93, served
     assert (work / "compressed" / "model.json").is_file()
     assert (work / "compressed" / "compression.json").is_file()
-    assert (work / "logs" / "train-rank1.log").is_file()
+    assert (work / "logs" / "train" / "rank-1.log").is_file()
 
 
 def test_report_lists_each_variant_and_the_selection() -> None:
