@@ -217,8 +217,7 @@ def test_probes_hit_kopfs_liveness_endpoint() -> None:
 
 def test_operator_env_names_are_the_operator_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every KUBEMAAS_* the chart sets is an OperatorSettings field, every field is set (liveness
-    by `--liveness`), and the chart's defaults parse to the operator's own defaults (except the
-    runtime image)."""
+    by `--liveness`), and the chart's defaults parse to the operator's own defaults."""
     env = env_of(operator_container(render()))
     ours = {name for name in env if name.startswith("KUBEMAAS_")}
     fields = {f"KUBEMAAS_{name.upper()}" for name in OperatorSettings.model_fields} - {"KUBEMAAS_LIVENESS"}
@@ -235,7 +234,7 @@ def test_operator_env_names_are_the_operator_settings(monkeypatch: pytest.Monkey
         for name in OperatorSettings.model_fields
         if getattr(configured, name) != getattr(defaults, name)
     }
-    assert differ == {"runtime_image"}
+    assert differ == set()
     assert configured.runtime_image == "kubemaas/runtime:0.1.0"
     assert configured.namespaces == []
 
