@@ -8,8 +8,9 @@ resync timer) ends up here through the per-object work queue.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -395,7 +396,12 @@ async def sync(
     if artifact.bundle is not None:
         comp = await compress(msvc, spec, artifact.bundle, old.get("compression") or {}, settings)
     deploy_name = manifests.predictor_name(name)
-    deploy = await _read(cache, "apps/v1", "Deployment", namespace, deploy_name)
+    if cache is not None and not old and cache.get("Deployment", namespace, deploy_name) is None:
+        # A ModelService without any status was never synced, so it has no children yet (status is
+        # written after them): no GET that would answer 404 on the way to creating the Deployment.
+        deploy = None
+    else:
+        deploy = await _read(cache, "apps/v1", "Deployment", namespace, deploy_name)
     # A new bundle is served only once it is known (and compressed); until then -- and when the
     # gate fails -- the Deployment keeps serving the revision its annotations record.
     serving = comp.serving if comp is not None and comp.serving is not None else manifests.serving_bundle_of(deploy)
@@ -409,14 +415,16 @@ async def sync(
         want["metadata"]["annotations"][ANNOTATION_CHILDREN_HASH] = children
         observed_ann = ((deploy or {}).get("metadata") or {}).get("annotations") or {}
         if force or deploy is None or observed_ann.get(ANNOTATION_CHILDREN_HASH) != children:
+            # The Deployment first (it is what starts the pods), then the Service and the HPA together.
             deploy = await cluster.apply(want)
             if cache is not None:
                 cache.put(deploy)
-            await cluster.apply(svc)
+            rest: list[Awaitable[Any]] = [cluster.apply(svc)]
             if hpa is not None:
-                await cluster.apply(hpa)
+                rest.append(cluster.apply(hpa))
             elif observed_ann.get(manifests.ANNOTATION_AUTOSCALED) == "true":
-                await cluster.delete("autoscaling/v2", "HorizontalPodAutoscaler", namespace, deploy_name)
+                rest.append(cluster.delete("autoscaling/v2", "HorizontalPodAutoscaler", namespace, deploy_name))
+            await asyncio.gather(*rest)
             logger.info(f"applied Deployment/Service{'/HPA' if hpa else ''} {namespace}/{name} "
                         f"(spec-hash {desired_hash}, variant {serving.variant})")
     pods: list[dict[str, Any]] = []

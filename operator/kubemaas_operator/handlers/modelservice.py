@@ -1,9 +1,16 @@
 """ModelService handlers: thin entry points into ``reconciler.sync`` through the work queue.
 
-- create/update/resume of a ModelService: sync now (kopf retries on API errors);
+- every watch event of a ModelService (the initial listing at startup included): kick it;
 - events of owned Deployments, Jobs and Pods (label ``kubemaas.io/modelservice``): kick the owner;
 - events of TrainingJobs: kick every ModelService whose trainingJobRef names it (``@kopf.index``);
 - every ``resync_period_s``: a forced resync of every ModelService as a safety net.
+
+ModelServices use a watching handler (``@kopf.on.event``), not kopf's create/update/resume
+handlers: ``sync`` is level-based (it compares the desired children with the observed ones by
+hash), so kopf's change detection adds nothing, and it is what the operator spends most of its
+CPU on under load -- a deep copy of the whole object (managedFields included) for every event,
+and a patch of kopf's diff-base annotation after every change, which itself comes back as one
+more event. The work queue retries failed syncs with backoff, as kopf would.
 """
 
 from __future__ import annotations
@@ -45,22 +52,6 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 
     queue = WorkQueue(_sync)
 
-    @kopf.on.resume(*MODELSERVICES, id="modelservice", registry=registry)
-    @kopf.on.create(*MODELSERVICES, id="modelservice", registry=registry)
-    @kopf.on.update(*MODELSERVICES, id="modelservice", registry=registry)
-    async def reconcile(
-        name: str, namespace: str | None, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch,
-        logger: kopf.Logger, **_: Any,
-    ) -> None:
-        # ``namespace`` is typed as kopf's protocols declare it; ModelServices are namespaced.
-        assert namespace is not None
-        # Status is written by reconciler.sync under the per-object lock, not through ``patch``:
-        # child watches write status too, and kopf applies ``patch`` after the lock is released.
-        try:
-            await queue.run((namespace, name), force=True)
-        except cluster.ApiException as exc:
-            raise kopf.TemporaryError(f"Kubernetes API: {exc.status} {exc.reason}", delay=5) from exc
-
     # One operator-wide resync loop rather than a kopf timer per object: kopf puts a finalizer
     # on every object that has a timer, and deleting a ModelService must not need the operator.
     tasks: list[asyncio.Task[None]] = []
@@ -99,12 +90,18 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         owner = labels.get(LABEL_MODELSERVICE)
         return (namespace, owner) if owner and namespace else None
 
-    @kopf.on.event(*MODELSERVICES, id="modelservice-cache", registry=registry)
+    @kopf.on.event(*MODELSERVICES, id="modelservice", registry=registry)
     async def modelservice_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         _remember(cache, type, body, "ModelService")
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace") or "", meta.get("name") or "")
         if type == "DELETED":
-            meta = body.get("metadata") or {}
-            queue.forget((meta.get("namespace") or "", meta.get("name") or ""))
+            queue.forget(key)
+            return
+        # type None is the initial listing (the operator (re)started): re-apply every child, as on
+        # resume. A generation the status has not observed yet is a spec change: re-apply too.
+        observed = (body.get("status") or {}).get("observedGeneration")
+        queue.kick(key, force=type is None or observed != meta.get("generation"))
 
     @kopf.on.event("apps", "v1", "deployments", id="modelservice-deployment", labels=OWNED, registry=registry)
     async def deployment_event(
