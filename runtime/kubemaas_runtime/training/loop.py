@@ -89,7 +89,7 @@ def train_recipe(config: TrainConfig, settings: TrainingSettings) -> Artifact | 
     model = recipe.model(params).to(info.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     store = open_store(config.output)
-    start_epoch, step, metrics = _resume(store, info, config, model, optimizer)
+    start_epoch, step, metrics = _resume(store, info, config, model, optimizer, settings.source_uid)
     ddp: nn.Module = (
         DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
         if info.distributed
@@ -143,7 +143,7 @@ def train_recipe(config: TrainConfig, settings: TrainingSettings) -> Artifact | 
                 elapsedS=round(time.perf_counter() - began, 3),
                 worldSize=info.world_size,
             )
-            save_checkpoint(store, _state(config, epoch + 1, step, model, optimizer, metrics))
+            save_checkpoint(store, _state(config, epoch + 1, step, model, optimizer, metrics, settings.source_uid))
     if info.distributed:
         dist.barrier()
     progress.log_json("rank-done", rank=info.rank, worldSize=info.world_size, step=step, paramsSha256=params_digest(model))
@@ -153,9 +153,16 @@ def train_recipe(config: TrainConfig, settings: TrainingSettings) -> Artifact | 
 
 
 def _state(
-    config: TrainConfig, epoch: int, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, metrics: dict[str, float]
+    config: TrainConfig,
+    epoch: int,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    metrics: dict[str, float],
+    run: str | None,
 ) -> dict[str, Any]:
     return {
+        "run": run or "",
         "recipe": config.recipe or "",
         "epoch": epoch,
         "step": step,
@@ -166,10 +173,26 @@ def _state(
 
 
 def _resume(
-    store: Any, info: DistInfo, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer
+    store: Any,
+    info: DistInfo,
+    config: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    run: str | None,
 ) -> tuple[int, int, dict[str, float]]:
+    """Resume a restarted gang of the same run; a new run (another TrainingJob uid) starts afresh.
+
+    Without the run check, re-applying a TrainingJob to the same output would "resume" at the
+    old run's final epoch, train nothing and re-export the old weights.
+    """
     state = load_checkpoint(store, info)
     if state is None:
+        return 0, 0, {}
+    previous = str(state.get("run") or "")
+    if run and previous != run:
+        log.info("%s/checkpoint.pt belongs to run %r, not %r: starting from epoch 0", store.uri, previous, run)
+        if info.is_primary:
+            progress.emit("fresh-start", reason="checkpoint from another run", previousRun=previous, run=run)
         return 0, 0, {}
     if state.get("recipe") != config.recipe:
         raise TrainingError(
@@ -221,7 +244,7 @@ def _finish(
         labels=splits.labels,
         input_name=recipe.input_name,
         output_name=recipe.output_name,
-        checkpoint=_state(config, epochs, step, model, optimizer, metrics),
+        checkpoint=_state(config, epochs, step, model, optimizer, metrics, settings.source_uid),
         recipe=recipe.name,
         settings=settings,
     )

@@ -97,6 +97,30 @@ def test_s3_output_then_rerun_resumes_from_the_s3_checkpoint(
     assert [e["epoch"] for e in events if e["event"] == "progress"] == [3]
 
 
+def test_a_new_run_ignores_the_previous_runs_checkpoint(
+    single_process: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A restarted gang (same TrainingJob uid) resumes; a re-applied TrainingJob (new uid) trains afresh."""
+    out = tmp_path / "runs"
+    monkeypatch.setenv("KUBEMAAS_SOURCE_NAME", "digits")
+    monkeypatch.setenv("KUBEMAAS_SOURCE_UID", "uid-1")
+    assert main(["train", "--recipe", "digits", "--output", str(out), "--epochs", "2"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--recipe", "digits", "--output", str(out), "--epochs", "3"]) == 0
+    resumed = events_of(capsys.readouterr().out)
+    assert resumed[0]["event"] == "resume"
+    assert [e["epoch"] for e in resumed if e["event"] == "progress"] == [3]
+    monkeypatch.setenv("KUBEMAAS_SOURCE_UID", "uid-2")
+    assert main(["train", "--recipe", "digits", "--output", str(out), "--epochs", "3"]) == 0
+    fresh = events_of(capsys.readouterr().out)
+    assert fresh[0] == {"event": "fresh-start", "reason": "checkpoint from another run",
+                        "previousRun": "uid-1", "run": "uid-2"}
+    assert [e["epoch"] for e in fresh if e["event"] == "progress"] == [1, 2, 3]
+    source = load_bundle(out).manifest.source
+    assert source is not None
+    assert (source.kind, source.name, source.uid) == ("TrainingJob", "digits", "uid-2")
+
+
 def test_checkpoint_of_another_recipe_is_refused(
     single_process: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
