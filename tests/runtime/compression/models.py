@@ -39,12 +39,12 @@ def _export(module: object, example: object, path: Path, dynamic_batch: bool = T
         )
 
 
-def train_digits(dest: Path, epochs: int = 8) -> Bundle:
+def train_digits(dest: Path, epochs: int = 8, prune_amount: float = 0.0) -> Bundle:
     """The digits recipe's bundle, trained by the real ``kubemaas train`` in one process."""
     env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
     done = subprocess.run(
         [sys.executable, "-m", "kubemaas_runtime.cli", "train", "--recipe", "digits", "--output", str(dest),
-         "--epochs", str(epochs)],
+         "--epochs", str(epochs), "--prune-amount", str(prune_amount)],
         env=env, capture_output=True, text=True, timeout=600, check=False,
     )
     if done.returncode != 0:
