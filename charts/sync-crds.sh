@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Copies the CRDs (crds/*.yaml, the single source) into the chart's crds/ folder and
-# removes any the source no longer has. tests/chart/test_crds_synced.py checks that the
-# two folders are byte-identical; run this after editing crds/.
+# removes any the source no longer has. tests/chart/test_chart_static.py
+# (test_chart_crds_are_byte_identical_copies_of_crds) checks that the two folders are
+# byte-identical; run this after editing crds/.
 #
 # Usage: bash charts/sync-crds.sh
 set -euo pipefail

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.cluster.harness import ControlPlane, ControlPlaneError, missing_binaries
+from tests.operator.support import OperatorProcess
 
 
 @pytest.fixture(scope="session")
@@ -88,3 +89,18 @@ def namespace(request: pytest.FixtureRequest, api_server: ControlPlane) -> Itera
         yield name
     finally:
         api_server.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+@pytest.fixture(scope="session")
+def _operator(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """The shared ``kubemaas operator --all-namespaces`` process of the operator tests (started once).
+
+    It lives here, not in tests/operator/conftest.py, so that tests elsewhere which run an
+    operator of their own (tests/chart's RBAC test) can pause it whatever order pytest picks.
+    """
+    control_plane.apply_crds()
+    proc = OperatorProcess(control_plane, tmp_path_factory.mktemp("operator"))
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()

@@ -211,3 +211,34 @@ def termination_message(pods: Sequence[Mapping[str, Any]], container: str) -> st
                 if best is None or stamp >= best[0]:
                     best = (stamp, str(msg))
     return best[1] if best else ""
+
+
+def scale_writer(body: Mapping[str, Any]) -> str | None:
+    """The field manager that last wrote ``spec.replicas`` through the scale subresource
+    (``kubectl scale``, a scaler), from ``metadata.managedFields``; None when nobody did."""
+    for entry in (body.get("metadata") or {}).get("managedFields") or []:
+        fields = (entry.get("fieldsV1") or {}).get("f:spec") or {}
+        if entry.get("subresource") == "scale" and "f:replicas" in fields:
+            return str(entry.get("manager") or "unknown")
+    return None
+
+
+def ignored_scale(
+    body: Mapping[str, Any], autoscaling: Mapping[str, Any] | None, observed_replicas: int
+) -> str | None:
+    """Why a ``kubectl scale`` did nothing: with ``spec.autoscaling`` the HPA owns the replicas.
+
+    A note for status (not a failure) when spec.replicas was written through the scale
+    subresource and differs from what is running; None otherwise.
+    """
+    if not autoscaling:
+        return None
+    writer = scale_writer(body)
+    wanted = (body.get("spec") or {}).get("replicas")
+    if writer is None or wanted is None or int(wanted) == observed_replicas:
+        return None
+    low, high = autoscaling.get("minReplicas", 1), autoscaling.get("maxReplicas")
+    return (
+        f"spec.replicas {wanted} (scaled by {writer}) is ignored: the HorizontalPodAutoscaler owns "
+        f"replicas ({low}-{high}, now {observed_replicas}); change spec.autoscaling instead"
+    )

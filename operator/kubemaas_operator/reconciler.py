@@ -28,7 +28,13 @@ from kubemaas_operator.manifests.common import (
     LABEL_MODELSERVICE,
     stable_hash,
 )
-from kubemaas_operator.observe import DeploymentHealth, deployment_health, job_outcome, pod_problem
+from kubemaas_operator.observe import (
+    DeploymentHealth,
+    deployment_health,
+    ignored_scale,
+    job_outcome,
+    pod_problem,
+)
 from kubemaas_operator.settings import OperatorSettings
 from kubemaas_operator.specs import ModelServiceSpec, parse_modelservice
 from kubemaas_operator.status import Condition, false, true
@@ -79,7 +85,8 @@ def resolve_training_job(namespace: str, ref: str, tj: Mapping[str, Any] | None)
     artifact = st.get("artifact") or {}
     if phase == "Succeeded" and artifact.get("uri") and artifact.get("sha256"):
         bundle = manifests.ServingBundle(
-            uri=str(artifact["uri"]), sha256=str(artifact["sha256"]), source=("TrainingJob", namespace, ref)
+            uri=str(artifact["uri"]), sha256=str(artifact["sha256"]), source=("TrainingJob", namespace, ref),
+            source_uid=str((tj.get("metadata") or {}).get("uid") or "") or None,
         )
         return Resolution(
             true("ArtifactReady", "TrainingSucceeded",
@@ -115,6 +122,7 @@ def _served(
         source_uri=source.uri,
         source_sha256=source.sha256 or None,
         source=source.source,
+        source_uid=source.source_uid,
     )
 
 
@@ -238,6 +246,7 @@ def build_status(
     health: DeploymentHealth,
     observed_replicas: int,
     now: str | None = None,
+    scale_note: str | None = None,
 ) -> dict[str, Any]:
     """Pure: everything observed -> the full ModelService status (None values delete keys)."""
     conds: list[Condition] = [artifact.condition]
@@ -261,6 +270,8 @@ def build_status(
         avail = false("Available", problem.reason, problem.message)
     else:
         avail = false("Available", "ReplicasUnavailable", f"{health.ready_replicas}/{health.replicas} replicas ready")
+    if scale_note:  # e.g. kubectl scale while the HPA owns replicas (observe.ignored_scale)
+        avail = status.Condition(avail.type, avail.status, avail.reason, f"{avail.message}; {scale_note}")
     conds.append(avail)
     blocker = status.first_failing(conds[:2])
     url = manifests.url(name, namespace)
@@ -300,12 +311,19 @@ def build_status(
         "readyReplicas": health.ready_replicas,
         "updatedReplicas": health.updated_replicas,
         "selector": manifests.selector(name),
-        "reason": None if ready.ok else ready.reason,
-        "message": None if ready.ok else ready.message,
+        "reason": None if ready.ok else _reason_column(ready, comp),
+        "message": (scale_note or None) if ready.ok else ready.message,
         "conditions": status.merge_conditions(old.get("conditions"), conds, generation=generation, now=now),
         "model": serving.status() if serving is not None and deployed else None,
         "compression": comp.status if comp is not None else None,
     }
+
+
+def _reason_column(ready: Condition, comp: CompressionResult | None) -> str:
+    """status.reason (the REASON printer column): the Ready reason, naming the drop for a failed gate."""
+    if ready.reason == compression_manifests.GATE_FAILED and comp is not None and comp.status:
+        return compression_manifests.gate_reason(comp.status)
+    return ready.reason
 
 
 def _replacing(old: Any, new: Any) -> Any:
@@ -451,6 +469,9 @@ async def sync(
         deployed=deploy is not None,
         health=health,
         observed_replicas=int(((deploy or {}).get("status") or {}).get("replicas") or 0),
+        scale_note=ignored_scale(
+            msvc, (msvc.get("spec") or {}).get("autoscaling"), int(((deploy or {}).get("status") or {}).get("replicas") or 0)
+        ),
     )
     patch = status_patch(old, new)
     if patch:

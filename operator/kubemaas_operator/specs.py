@@ -25,6 +25,8 @@ class TrainingJobRef(_Spec):
 class ModelSource(_Spec):
     uri: str | None = None
     training_job_ref: TrainingJobRef | None = Field(default=None, alias="trainingJobRef")
+    storage_secret_name: str | None = Field(default=None, alias="storageSecretName")
+    """Secret with storage credentials for fetch and compression (overrides the operator's)."""
 
 
 class Compression(_Spec):

@@ -10,9 +10,9 @@ really uses but the chart (contract 7) does not grant fails here, even when
 `kubectl auth can-i` agrees with the contract. (The operator runs as a local process,
 not in the kwok pod, because kwok does not run containers.)
 
-It reuses tests/operator/support.py's OperatorProcess. pytest runs tests/chart before
-tests/operator, so the all-namespaces operator those tests share is not yet running
-and cannot do this operator's work for it.
+It reuses tests/operator/support.py's OperatorProcess, and pauses the all-namespaces
+operator the operator tests share (if it is running) so that it cannot do this operator's
+work for it.
 """
 
 from __future__ import annotations
@@ -57,8 +57,18 @@ def _managers(cp: ControlPlane, kind: str, namespace: str, selector: str) -> set
 
 
 @pytest.fixture
+def shared_operator_paused(_operator: OperatorProcess) -> Iterator[None]:
+    """Stop the shared all-namespaces operator for this test; start it again afterwards."""
+    _operator.stop()
+    try:
+        yield
+    finally:
+        _operator.start()
+
+
+@pytest.fixture
 def chart_operator(
-    control_plane: ControlPlane, namespace: str, tmp_path: Path
+    control_plane: ControlPlane, namespace: str, tmp_path: Path, shared_operator_paused: None
 ) -> Iterator[tuple[OperatorProcess, str]]:
     """The chart installed in `namespace`, watching `<namespace>-w`; the operator runs with its token."""
     release = f"kubemaas-{namespace}"

@@ -1,6 +1,6 @@
 """Operator fixtures.
 
-- ``operator_process`` (session): one ``kubemaas operator --all-namespaces`` subprocess
+- ``operator_process`` (session; the process itself is ``_operator`` in tests/conftest.py): one ``kubemaas operator --all-namespaces`` subprocess
   against the real control plane (``control_plane`` fixture), started once and waited for
   through its liveness endpoint. A test may ``kill()``/``start()``/``restart()`` it (the
   restart tests do); it is started again if a test left it stopped.
@@ -12,18 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.harness import ControlPlane
 from tests.operator.support import OperatorProcess
-
-
-@pytest.fixture(scope="session")
-def _operator(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    control_plane.apply_crds()
-    proc = OperatorProcess(control_plane, tmp_path_factory.mktemp("operator"))
-    try:
-        yield proc.start()
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

@@ -47,6 +47,7 @@ def test_deployment_runs_fetch_then_serve_with_contract_env() -> None:
         "KUBEMAAS_MAX_QUEUE": "256",
         "KUBEMAAS_INTRA_OP_THREADS": "2",
         "KUBEMAAS_INTER_OP_THREADS": "1",
+        "KUBEMAAS_DRAIN_TIMEOUT_S": "30",
     }
     assert main["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert main["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}

@@ -336,7 +336,8 @@ def test_trainingjob_lineage_compression_and_rollout_on_a_new_artifact(
     assert st["model"] == {
         "uri": "pvc://kubemaas-models/out", "sha256": "c" * 64, "variant": "int8-static", "sizeBytes": 1100,
         "sourceUri": f"pvc://models/train/{sha1[:8]}", "sourceSha256": sha1,
-        "source": {"kind": "TrainingJob", "namespace": namespace, "name": "train"},
+        "source": {"kind": "TrainingJob", "namespace": namespace, "name": "train",
+                   "uid": get_json(control_plane, "trainingjob", "train", "-n", namespace)["metadata"]["uid"]},
     }
     assert st["compression"]["selected"] == "int8-static"
     assert [v["name"] for v in st["compression"]["variants"]] == ["fp32", "int8-static"]
@@ -365,13 +366,14 @@ def test_trainingjob_lineage_compression_and_rollout_on_a_new_artifact(
 
     def gate_failed() -> Any:
         s = msvc(control_plane, namespace, "lin")["status"]
-        return s if s.get("reason") == "AccuracyGateFailed" else None
+        return s if str(s.get("reason", "")).startswith("AccuracyGateFailed:") else None
 
     failed = poll(gate_failed, timeout=60, what="REASON AccuracyGateFailed")
     assert "int8-static drop 0.0734 (failed)" in failed["message"]
+    assert failed["reason"] == "AccuracyGateFailed: best drop 0pt (fp32) > 1pt"  # the fixture's fp32 also failed
     assert failed["model"]["sha256"] == "d" * 64  # still serving the previous revision
     dep = deployment(control_plane, namespace, "lin")
     assert dep["spec"]["template"]["metadata"]["annotations"][SPEC_HASH] == hash2
     row = control_plane.kubectl("get", "msvc", "lin", "-n", namespace, "--no-headers").stdout.split()
     assert row[1] == "False"
-    assert "AccuracyGateFailed" in row
+    assert "AccuracyGateFailed:" in row

@@ -167,8 +167,10 @@ def test_stuck_rollout_puts_the_pod_reason_in_reason() -> None:
 def test_gate_failure_keeps_old_revision_but_is_not_ready() -> None:
     comp = reconciler.judge_report(BASE, "Failed", report(None, 0.2), SOURCE, 0.01)
     st = build(DeploymentHealth(1, 1, 1, 1, True, True, None), comp=comp)
-    assert (st["phase"], st["reason"]) == ("Failed", "AccuracyGateFailed")
+    assert (st["phase"], st["reason"]) == ("Failed", "AccuracyGateFailed: best drop 20pt (int8-static) > 1pt")
     assert "drop 0.2000" in st["message"]
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "AccuracyGateFailed"  # conditions keep the metav1 CamelCase reason
     available = next(c for c in st["conditions"] if c["type"] == "Available")
     assert available["status"] == "True"
 

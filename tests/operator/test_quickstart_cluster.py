@@ -6,7 +6,7 @@ kwok runs no containers, so the training ranks' and the compression pod's termin
 termination messages (contract 3) are written through the pods/status subresource, as envtest
 suites do (see tests/operator/quickstart.py); kwok makes the serving pods Ready. The operator is
 the real ``kubemaas operator`` process. ``python -m tests.operator.capture_quickstart`` records
-the same session into docs/captured/quickstart.txt.
+the same session into the README.
 """
 
 from __future__ import annotations

@@ -186,7 +186,8 @@ class Reconciler:
         return mf.build_job(
             tj, spec, restarts=restarts, output=uri, image=s.runtime_image,
             image_pull_policy=s.image_pull_policy, run_as_user=s.run_as_user, pvc_root=s.pvc_root,
-            active_deadline_seconds=left,
+            active_deadline_seconds=left, storage_secret_name=s.storage_secret_name,
+            image_pull_secrets=s.image_pull_secrets,
         )
 
     async def _pods(self, ns: str, name: str, restarts: int | None = None) -> list[dict[str, Any]]:

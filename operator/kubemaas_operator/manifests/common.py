@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 GROUP = "kubemaas.io"
@@ -74,6 +74,29 @@ def container_security_context() -> dict[str, Any]:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def storage_env_from(secret: str | None, *, optional: bool) -> list[dict[str, Any]]:
+    """``envFrom`` exposing a storage Secret's keys (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...) as env.
+
+    The operator-wide secret is ``optional`` (namespaces without it still run their pods); one a
+    resource names itself is required, so a typo surfaces as CreateContainerConfigError.
+    """
+    if not secret:
+        return []
+    return [{"secretRef": {"name": secret, "optional": optional}}]
+
+
+def effective_storage_secret(own: str | None, operator_wide: str) -> tuple[str | None, bool]:
+    """(secret name, optional): the resource's own secret wins over the operator-wide one."""
+    if own:
+        return own, False
+    return (operator_wide or None), True
+
+
+def image_pull_secrets(names: Sequence[str]) -> list[dict[str, str]]:
+    """A pod spec's ``imagePullSecrets`` from secret names."""
+    return [{"name": n} for n in names]
 
 
 def stable_hash(value: Any, length: int = 16) -> str:

@@ -13,12 +13,15 @@ from kubemaas_operator.manifests.common import (
     LABEL_MODELSERVICE,
     child_name,
     container_security_context,
+    effective_storage_secret,
+    image_pull_secrets,
     labels,
     owner_reference,
     pod_security_context,
     pvc_claim,
     pvc_volume,
     stable_hash,
+    storage_env_from,
 )
 from kubemaas_operator.settings import OperatorSettings
 from kubemaas_operator.specs import ModelServiceSpec
@@ -85,6 +88,29 @@ class Report(BaseModel):
         return ", ".join(parts)
 
 
+    def gate_reason(self, max_drop: float) -> str:
+        """The short REASON of a failed gate: ``AccuracyGateFailed: best drop 4.2pt (fp16) > 1pt``."""
+        measured = [v for v in self.variants if v.accuracy_drop is not None]
+        if not measured:
+            return f"{GATE_FAILED}: no variant measured within {points(max_drop)}"
+        best = min(measured, key=lambda v: v.accuracy_drop if v.accuracy_drop is not None else 0.0)
+        return f"{GATE_FAILED}: best drop {points(best.accuracy_drop or 0.0)} ({best.name}) > {points(max_drop)}"
+
+
+GATE_FAILED = "AccuracyGateFailed"
+
+
+def points(fraction: float) -> str:
+    """An accuracy fraction in percentage points: 0.042 -> ``4.2pt``, 0.01 -> ``1pt``."""
+    return f"{fraction * 100:.2f}".rstrip("0").rstrip(".") + "pt"
+
+
+def gate_reason(comp_status: Mapping[str, Any]) -> str:
+    """``Report.gate_reason`` of a status.compression (variants and maxAccuracyDrop)."""
+    report = Report.model_validate({"variants": comp_status.get("variants") or []})
+    return report.gate_reason(float(comp_status.get("maxAccuracyDrop") or 0.0))
+
+
 class ReportError(ValueError):
     """A termination message that is not a compression report."""
 
@@ -141,7 +167,10 @@ def job(
         volumes.append(volume)
         mounts.append(mount)
     comp = spec.compression
-    container = {
+    # One set of credentials reads the source and writes the store: the ModelService's own
+    # secret when it names one (then it must reach both), else the operator's.
+    secret, optional = effective_storage_secret(spec.model.storage_secret_name, settings.storage_secret_name)
+    container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,
         "imagePullPolicy": settings.image_pull_policy,
@@ -164,9 +193,22 @@ def job(
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    env_from = storage_env_from(secret, optional=optional)
+    if env_from:
+        container["envFrom"] = env_from
     limits = spec.runtime.resources.limits
     if limits:
         container["resources"] = {"limits": {k: str(v) for k, v in limits.items()}}
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(settings.run_as_user),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if settings.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = image_pull_secrets(settings.image_pull_secrets)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -180,16 +222,6 @@ def job(
         "spec": {
             "backoffLimit": 0,
             "activeDeadlineSeconds": settings.compression_deadline_s,
-            "template": {
-                "metadata": {"labels": pod_labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": pod_security_context(settings.run_as_user),
-                    "containers": [container],
-                    "volumes": volumes,
-                },
-            },
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
         },
     }

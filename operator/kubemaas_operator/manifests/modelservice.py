@@ -13,6 +13,8 @@ from kubemaas_operator.manifests.common import (
     LABEL_MODELSERVICE,
     child_name,
     container_security_context,
+    effective_storage_secret,
+    image_pull_secrets,
     labels,
     owner_reference,
     pod_security_context,
@@ -20,6 +22,7 @@ from kubemaas_operator.manifests.common import (
     pvc_volume,
     selector_string,
     stable_hash,
+    storage_env_from,
 )
 from kubemaas_operator.settings import OperatorSettings
 from kubemaas_operator.specs import ModelServiceSpec
@@ -37,6 +40,8 @@ ANNOTATION_SOURCE_URI = f"{GROUP}/source-uri"
 ANNOTATION_SOURCE_SHA = f"{GROUP}/source-sha256"
 ANNOTATION_SOURCE = f"{GROUP}/source"
 """``Kind/namespace/name`` of the object the bundle was trained by (lineage)."""
+ANNOTATION_SOURCE_UID = f"{GROUP}/source-uid"
+"""metadata.uid of that object: a TrainingJob deleted and recreated under the same name is another run."""
 ANNOTATION_AUTOSCALED = f"{GROUP}/autoscaled"
 
 
@@ -54,6 +59,8 @@ class ServingBundle:
     source_sha256: str | None = None
     source: tuple[str, str, str] | None = None
     """(kind, namespace, name) of the TrainingJob that produced the bundle."""
+    source_uid: str | None = None
+    """metadata.uid of that TrainingJob."""
 
     def annotations(self) -> dict[str, str]:
         out = {ANNOTATION_BUNDLE_URI: self.uri, ANNOTATION_VARIANT: self.variant}
@@ -67,6 +74,8 @@ class ServingBundle:
             out[ANNOTATION_SOURCE_SHA] = self.source_sha256
         if self.source:
             out[ANNOTATION_SOURCE] = "/".join(self.source)
+        if self.source_uid:
+            out[ANNOTATION_SOURCE_UID] = self.source_uid
         return out
 
     def status(self) -> dict[str, Any]:
@@ -82,6 +91,8 @@ class ServingBundle:
             out["sourceSha256"] = self.source_sha256
         if self.source:
             out["source"] = {"kind": self.source[0], "namespace": self.source[1], "name": self.source[2]}
+            if self.source_uid:
+                out["source"]["uid"] = self.source_uid
         return out
 
 
@@ -125,6 +136,7 @@ def serving_env(name: str, spec: ModelServiceSpec, settings: OperatorSettings) -
         {"name": "KUBEMAAS_MAX_QUEUE", "value": str(rt.max_queue)},
         {"name": "KUBEMAAS_INTRA_OP_THREADS", "value": str(rt.threads)},
         {"name": "KUBEMAAS_INTER_OP_THREADS", "value": "1"},
+        {"name": "KUBEMAAS_DRAIN_TIMEOUT_S", "value": str(settings.drain_timeout_s)},
     ]
     if rt.auth_secret_name:
         env.append({"name": "KUBEMAAS_AUTH_TOKEN_FILE", "value": f"{AUTH_DIR}/token"})
@@ -137,14 +149,29 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
 
 
-def _resources(spec: ModelServiceSpec) -> dict[str, Any]:
+def serving_resources(spec: ModelServiceSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """spec.runtime.resources, with the operator's default cpu/memory requests where the spec
+    sets neither a request nor a limit for them: an HPA computes CPU utilisation against the
+    request, so without one it can never scale. (A limit alone already makes the API server
+    default the request to it; a default request above that limit would be rejected.)"""
     res = spec.runtime.resources
+    requests = {k: str(v) for k, v in res.requests.items()}
+    limits = {k: str(v) for k, v in res.limits.items()}
+    for key, default in (("cpu", settings.default_cpu_request), ("memory", settings.default_memory_request)):
+        if default and key not in requests and key not in limits:
+            requests[key] = default
     out: dict[str, Any] = {}
-    if res.requests:
-        out["requests"] = {k: str(v) for k, v in res.requests.items()}
-    if res.limits:
-        out["limits"] = {k: str(v) for k, v in res.limits.items()}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
     return out
+
+
+def termination_grace_s(settings: OperatorSettings) -> int:
+    """preStop sleep + the runtime's drain + 5 s for the process to exit, so the kubelet never
+    kills a pod that is still answering the requests it accepted before endpoints dropped it."""
+    return settings.prestop_sleep_s + settings.drain_timeout_s + 5
 
 
 def spec_hash(name: str, spec: ModelServiceSpec, bundle: ServingBundle, settings: OperatorSettings) -> str:
@@ -156,6 +183,7 @@ def spec_hash(name: str, spec: ModelServiceSpec, bundle: ServingBundle, settings
             "runtime": spec.runtime.model_dump(mode="json", by_alias=True),
             "image": spec.runtime.image or settings.runtime_image,
             "port": settings.runtime_port,
+            **({"storageSecret": spec.model.storage_secret_name} if spec.model.storage_secret_name else {}),
         }
     )
 
@@ -222,9 +250,14 @@ def deployment(
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    resources = _resources(spec)
+    resources = serving_resources(spec, settings)
     if resources:
         container["resources"] = resources
+    if settings.prestop_sleep_s:
+        # Endpoint removal is asynchronous to SIGTERM: keep serving while kube-proxies and
+        # ingress controllers catch up, then drain (the native sleep action, Kubernetes >= 1.30).
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": settings.prestop_sleep_s}}}
+    secret, optional = effective_storage_secret(spec.model.storage_secret_name, settings.storage_secret_name)
     fetch: dict[str, Any] = {
         "name": FETCH_CONTAINER,
         "image": image,
@@ -232,6 +265,7 @@ def deployment(
         "command": ["kubemaas"],
         "args": ["fetch", bundle.uri, MODEL_DIR],
         "env": [{"name": "KUBEMAAS_PVC_ROOT", "value": settings.pvc_root}],
+        "envFrom": storage_env_from(secret, optional=optional),
         "volumeMounts": fetch_mounts,
         "securityContext": container_security_context(),
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
@@ -249,13 +283,17 @@ def deployment(
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
                 "securityContext": pod_security_context(settings.run_as_user),
-                "terminationGracePeriodSeconds": 30,
+                "terminationGracePeriodSeconds": termination_grace_s(settings),
                 "initContainers": [fetch],
                 "containers": [container],
                 "volumes": volumes,
             },
         },
     }
+    if not fetch["envFrom"]:
+        del fetch["envFrom"]
+    if settings.image_pull_secrets:
+        deploy_spec["template"]["spec"]["imagePullSecrets"] = image_pull_secrets(settings.image_pull_secrets)
     if spec.autoscaling is None:
         deploy_spec["replicas"] = spec.replicas
     meta = _metadata(owner, predictor_name(name))
@@ -283,6 +321,7 @@ def serving_bundle_of(deploy: Mapping[str, Any] | None) -> ServingBundle | None:
         source_uri=ann.get(ANNOTATION_SOURCE_URI),
         source_sha256=ann.get(ANNOTATION_SOURCE_SHA),
         source=(source[0], source[1], source[2]) if len(source) == 3 else None,
+        source_uid=ann.get(ANNOTATION_SOURCE_UID),
     )
 
 

@@ -23,7 +23,7 @@ Env contract on every rank (Kubeflow PyTorchJob's, both forms):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -64,6 +64,8 @@ class PodTemplate(_Camel):
 
 class Output(_Camel):
     uri: str | None = None
+    storage_secret_name: str | None = Field(default=None, alias="storageSecretName")
+    """Secret with storage credentials for the output URI (overrides the operator's)."""
 
 
 class RunPolicy(_Camel):
@@ -220,13 +222,16 @@ def build_job(
     run_as_user: int,
     pvc_root: str,
     active_deadline_seconds: int | None,
+    storage_secret_name: str = "",
+    image_pull_secrets: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The Indexed Job of gang generation ``restarts``.
 
     ``backoffLimit: 0``: the job controller fails the Job at its first failed pod and stops the
     other ranks; the operator then restarts the whole gang as the next generation.
     ``activeDeadlineSeconds`` is what is left of ``runPolicy.activeDeadlineSeconds`` (the caller
-    subtracts the time earlier generations used). No ``ttlSecondsAfterFinished`` here: the
+    subtracts the time earlier generations used). ``storage_secret_name`` (the operator-wide
+    one; ``spec.output.storageSecretName`` wins) becomes envFrom of the trainer. No ``ttlSecondsAfterFinished`` here: the
     operator deletes finished children itself, so the job controller never removes a Job the
     operator would then recreate.
     """
@@ -261,6 +266,10 @@ def build_job(
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
     }
+    secret, optional = common.effective_storage_secret(spec.output.storage_secret_name, storage_secret_name)
+    env_from = common.storage_env_from(secret, optional=optional)
+    if env_from:
+        container["envFrom"] = env_from
     if spec.resources:
         container["resources"] = {k: dict(v) for k, v in spec.resources.items() if v}
 
@@ -280,6 +289,8 @@ def build_job(
         pod_spec["tolerations"] = [dict(t) for t in template.tolerations]
     if template.service_account_name:
         pod_spec["serviceAccountName"] = template.service_account_name
+    if image_pull_secrets:
+        pod_spec["imagePullSecrets"] = common.image_pull_secrets(image_pull_secrets)
 
     job_spec: dict[str, Any] = {
         "completionMode": "Indexed",
