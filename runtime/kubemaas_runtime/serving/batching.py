@@ -1,7 +1,8 @@
 """The adaptive batcher: concurrent requests merged along the batch axis.
 
 Each request waits on its own future. One worker task takes requests in arrival order and
-merges those whose non-batch dimensions agree, up to ``max_batch_size`` rows. It stops
+merges those whose non-batch dimensions agree, up to ``max_rows`` rows (``max_batch_size``, or
+the cap ``tuning`` measured at warm-up; a single request bigger than that runs alone). It stops
 collecting when the batch is full, or when ONNX Runtime is idle and either no other request
 is on its way in (nobody could join, so a lone request never waits) or ``max_delay_ms`` has
 passed since collection started (the deadline shrinks as requests arrive). While a batch runs,
@@ -20,7 +21,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 Feeds = dict[str, np.ndarray]
 Runner = Callable[[Feeds], tuple[Feeds, float]]
 """Runs a (merged) batch; returns the outputs and the compute time in seconds."""
+T = TypeVar("T")
 
 
 @dataclass
@@ -109,6 +111,13 @@ class Batcher:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+
+    async def in_ort_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in the inference thread, serialized with the batches (for warm-up
+        measurements: they must not share the core with a batch)."""
+        if self._loop is None or self._executor is None:
+            raise Unavailable("the batcher is not running")
+        return await self._loop.run_in_executor(self._executor, fn, *args)
 
     def arriving(self) -> None:
         """A request started arriving (its body is being read); the collector may wait for it."""

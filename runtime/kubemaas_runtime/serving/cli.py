@@ -21,6 +21,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="listen address (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="listen port (default 8080)")
     parser.add_argument("--max-batch-size", type=int, dest="max_batch_size", help="rows per batch; 1 disables batching")
+    parser.add_argument(
+        "--auto-batch-size", action=argparse.BooleanOptionalAction, dest="auto_batch_size", default=None,
+        help="time ONNX Runtime at warm-up and cap batches at the best size (default on)",
+    )
     parser.add_argument("--max-delay-ms", type=float, dest="max_delay_ms", help="longest wait for a batch to fill")
     parser.add_argument("--max-queue", type=int, dest="max_queue", help="requests waiting before 503")
 

@@ -74,6 +74,13 @@ def _from_json(spec: Tensor, data: Any, shape: tuple[int, ...], where: str) -> n
             if arr.dtype.kind not in INTEGER_KINDS and arr.size:
                 raise InvalidInput(f"{where}.data must hold {spec.datatype} values (integers), got {arr.dtype} values")
             arr = arr.astype(dtype, copy=False)
+        elif data and type(data[0]) is float and dtype.kind == "f":
+            # Flat float data (what clients send): np.fromiter skips asarray's nesting probe.
+            # Anything else in the list makes it raise, and asarray then gives the message.
+            try:
+                arr = np.fromiter(data, dtype=dtype, count=len(data))
+            except (ValueError, TypeError):
+                arr = np.asarray(data, dtype=dtype)
         else:
             arr = np.asarray(data, dtype=dtype)
     except (ValueError, TypeError) as exc:

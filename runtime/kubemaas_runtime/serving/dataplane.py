@@ -11,6 +11,7 @@ from kubemaas_runtime.serving.errors import NotFound, Unavailable
 from kubemaas_runtime.serving.metrics import Metrics
 from kubemaas_runtime.serving.model import ServedModel
 from kubemaas_runtime.serving.settings import ServingSettings
+from kubemaas_runtime.serving.tuning import Tuning, tune
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ class DataPlane:
         self.metrics.track_queue(lambda: self.batcher.depth)
         self.in_flight = 0
         self.metrics.track_in_flight(lambda: self.in_flight)
+        self.metrics.track_max_batch_rows(lambda: self.batcher.max_rows)
+        self.tuning: Tuning | None = None
+        """What the warm-up measured, when auto_batch_size chose the cap."""
         self.ready = False
         self.draining = False
         self.warmup_error: str | None = None
@@ -53,6 +57,18 @@ class DataPlane:
             self.warmup_error = str(exc)
             log.error("warm-up inference failed; the server stays not ready: %s", exc)
             return
+        if self.settings.auto_batch_size and self.batcher.max_rows > 1:
+            # Before readiness, so the measurement has the core to itself.
+            try:
+                self.tuning = await self.batcher.in_ort_thread(
+                    tune, self.model.run, self.model.example_feeds(), self.batcher.max_rows,
+                    self.settings.auto_batch_tolerance,
+                )
+            except Exception as exc:  # batch 1 ran: serve with the configured cap rather than not at all
+                log.warning("timing batch sizes failed; keeping max_batch_size=%d: %s", self.batcher.max_rows, exc)
+            else:
+                self.batcher.max_rows = self.tuning.chosen
+                log.info("model %r: %s", self.model.name, self.tuning.describe())
         self.ready = True
         log.info("model %r loaded and warmed up; ready", self.model.name)
 

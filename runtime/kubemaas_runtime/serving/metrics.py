@@ -35,6 +35,10 @@ class Metrics:
         self.in_flight = Gauge(
             "kubemaas_inflight_requests", "HTTP requests being served", ["model"], registry=self.registry
         ).labels(model)
+        self.max_batch_rows = Gauge(
+            "kubemaas_max_batch_rows", "Most rows the batcher merges into one call (measured when auto)", ["model"],
+            registry=self.registry,
+        ).labels(model)
         self._counters: dict[tuple[str, int], Counter] = {}
         self._histograms: dict[str, Histogram] = {}
 
@@ -54,6 +58,9 @@ class Metrics:
 
     def track_in_flight(self, count: Callable[[], float]) -> None:
         self.in_flight.set_function(count)
+
+    def track_max_batch_rows(self, rows: Callable[[], float]) -> None:
+        self.max_batch_rows.set_function(rows)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

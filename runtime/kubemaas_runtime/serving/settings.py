@@ -26,7 +26,14 @@ class ServingSettings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     """TCP port to listen on (0 picks a free one)."""
     max_batch_size: int = Field(default=32, ge=1)
-    """Most rows merged into one ONNX Runtime call; 1 disables dynamic batching."""
+    """Most rows merged into one ONNX Runtime call; 1 disables dynamic batching. With
+    auto_batch_size on this is the upper bound the measured cap is chosen under."""
+    auto_batch_size: bool = True
+    """At warm-up, time ONNX Runtime at batch sizes 1, 2, 4, ... up to max_batch_size and cap
+    batches at the smallest size within auto_batch_tolerance of the best rows/s (logged and
+    exported as kubemaas_max_batch_rows); false caps batches at max_batch_size as given."""
+    auto_batch_tolerance: float = Field(default=0.05, ge=0.0, lt=1.0)
+    """How close (as a fraction of the best rows/s) a smaller batch size must come to be preferred."""
     max_delay_ms: float = Field(default=2.0, ge=0.0)
     """Longest a request waits for others to join its batch, in milliseconds."""
     max_queue: int = Field(default=256, ge=1)

@@ -40,3 +40,11 @@ def test_metrics_count_requests_by_route_and_status(mlp_server: Server) -> None:
     assert delta == {"ok": 3.0, "bad": 1.0, "timed": 3.0 + 1.0}
     for family in ("kubemaas_batch_size_bucket", "kubemaas_queue_depth", "kubemaas_inflight_requests"):
         assert family in page.text
+
+
+def test_metrics_export_the_batch_cap_chosen_at_warm_up(mlp_server: Server) -> None:
+    page = httpx.get(mlp_server.url + "/metrics").text
+    cap = sample(page, 'kubemaas_max_batch_rows{model="digits-mlp"}')
+    # measured at warm-up (auto_batch_size defaults on) under the default max_batch_size of 32
+    assert 1 <= cap <= 32
+    assert cap == int(cap)

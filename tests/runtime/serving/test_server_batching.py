@@ -20,8 +20,11 @@ from tests.runtime.serving.conftest import Server, start_server
 
 @pytest.fixture(scope="module")
 def slow_server(slow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A model that takes milliseconds per call, so concurrent requests queue up behind it."""
-    server = start_server(slow_dir, tmp_path_factory.mktemp("logs") / "slow-batching.log", "--name", "slow")
+    """A model that takes milliseconds per call, so concurrent requests queue up behind it;
+    the cap stays at max_batch_size (no auto choice) so merging is what is tested here."""
+    server = start_server(
+        slow_dir, tmp_path_factory.mktemp("logs") / "slow-batching.log", "--name", "slow", auto_batch_size="false"
+    )
     yield server
     server.stop()
 
