@@ -104,3 +104,14 @@ def _operator(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFact
         yield proc.start()
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def shared_operator_paused(_operator: OperatorProcess) -> Iterator[None]:
+    """Stop the shared operator for one test (one that runs its own operator, or writes a
+    ModelService's status by hand and must not have it reconciled away); restart it afterwards."""
+    _operator.stop()
+    try:
+        yield
+    finally:
+        _operator.start()

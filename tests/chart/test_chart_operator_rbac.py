@@ -57,16 +57,6 @@ def _managers(cp: ControlPlane, kind: str, namespace: str, selector: str) -> set
 
 
 @pytest.fixture
-def shared_operator_paused(_operator: OperatorProcess) -> Iterator[None]:
-    """Stop the shared all-namespaces operator for this test; start it again afterwards."""
-    _operator.stop()
-    try:
-        yield
-    finally:
-        _operator.start()
-
-
-@pytest.fixture
 def chart_operator(
     control_plane: ControlPlane, namespace: str, tmp_path: Path, shared_operator_paused: None
 ) -> Iterator[tuple[OperatorProcess, str]]:

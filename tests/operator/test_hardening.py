@@ -279,7 +279,10 @@ spec:
 
 
 @pytest.mark.cluster
-def test_crd_keeps_secret_uid_and_message_and_records_kubectl_scale(api_server: ControlPlane, namespace: str) -> None:
+def test_crd_keeps_secret_uid_and_message_and_records_kubectl_scale(
+    api_server: ControlPlane, namespace: str, shared_operator_paused: None
+) -> None:
+    """The API server keeps what the CRD declares; no operator runs, so the status set here stays."""
     api_server.kubectl("apply", "-n", namespace, "-f", "-", input=MSVC)
     status = {"status": {"reason": "AccuracyGateFailed: best drop 4.2pt (fp16) > 1pt", "message": "fp16 drop 0.0420",
                          "model": {"uri": "s3://x", "source": {"kind": "TrainingJob", "namespace": namespace,
