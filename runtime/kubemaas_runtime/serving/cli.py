@@ -1,4 +1,4 @@
-"""``kubemaas serve --model-dir DIR [--name NAME] [--host H] [--port P]``.
+"""``kubemaas serve --model-dir DIR [--name NAME] [--host H] [--port P] [batching, thread and auth flags]``.
 
 Flags override the ``KUBEMAAS_*`` environment (``ServingSettings``); nothing happens at import.
 """
@@ -27,6 +27,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-delay-ms", type=float, dest="max_delay_ms", help="longest wait for a batch to fill")
     parser.add_argument("--max-queue", type=int, dest="max_queue", help="requests waiting before 503")
+    parser.add_argument("--intra-op-threads", type=int, dest="intra_op_threads",
+                        help="ONNX Runtime threads within an operator (default 1)")
+    parser.add_argument("--inter-op-threads", type=int, dest="inter_op_threads",
+                        help="ONNX Runtime threads across operators (default 1)")
+    parser.add_argument("--auth-token-file", dest="auth_token_file",
+                        help="file holding the bearer token requests must carry (health and metrics stay open)")
+    parser.add_argument("--max-body-bytes", type=int, dest="max_body_bytes", help="request body size limit")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -50,6 +50,14 @@ def test_serve_refuses_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "max_batch_size: Input should be greater than or equal to 1 (got 0)" in capsys.readouterr().err
 
 
+def test_thread_and_auth_flags_reach_the_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--model-dir", str(tmp_path), "--intra-op-threads", "-1"]) == 2
+    assert "intra_op_threads: Input should be greater than or equal to 0 (got -1)" in capsys.readouterr().err
+    missing = tmp_path / "no-token"
+    assert main(["serve", "--model-dir", str(tmp_path), "--auth-token-file", str(missing)]) == 1
+    assert f"auth_token_file {str(missing)!r}" in capsys.readouterr().err
+
+
 def test_not_ready_until_warm_up_but_live(tmp_path: Path) -> None:
     """In-process ASGI without the lifespan: no warm-up ran, so the server is live, not ready."""
     model = load_model(models.mlp(tmp_path / "m"))
