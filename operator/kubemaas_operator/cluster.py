@@ -148,15 +148,20 @@ async def apply(obj: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]
     return cast(dict[str, Any], await _call(call, slow=obj["kind"] in SLOW_KINDS))
 
 
+async def _unless_gone(call: Any) -> Any:
+    """Run an API call; None when its object does not exist (404)."""
+    try:
+        return await _call(call)
+    except ApiException as exc:
+        if is_not_found(exc):
+            return None
+        raise
+
+
 async def get(api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
     """The object as a dict, or None when it does not exist."""
     call = functools.partial(_request, "GET", path_for(api_version, kind, namespace, name))
-    try:
-        return cast(dict[str, Any], await _call(call))
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
+    return cast(dict[str, Any] | None, await _unless_gone(call))
 
 
 async def list_objects(
@@ -178,7 +183,7 @@ async def delete(
     try:
         await _call(call)
     except ApiException as exc:
-        if exc.status == 404:
+        if is_not_found(exc):
             return False
         raise
     return True
@@ -195,12 +200,7 @@ async def patch_status(
     call = functools.partial(
         _request, "PATCH", path, body={"status": dict(status)}, content_type="application/merge-patch+json"
     )
-    try:
-        return cast(dict[str, Any], await _call(call))
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
+    return cast(dict[str, Any] | None, await _unless_gone(call))
 
 
 async def pod_log(namespace: str, name: str, *, container: str | None = None, tail_lines: int = 50) -> str:
