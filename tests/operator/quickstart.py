@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from tests.cluster.harness import ControlPlane
-from tests.operator.support import get_json, poll, set_pod_status
+from tests.operator.support import bind_claims, get_json, poll, set_pod_status
 
 REPO = Path(__file__).resolve().parents[2]
 TRAININGJOB = Path("examples/trainingjob.yaml")
@@ -82,19 +82,7 @@ def table(text: str) -> list[dict[str, str]]:
 def model_store(plane: ControlPlane, namespace: str) -> None:
     """PVC kubemaas-models, bound by the real PV controller to a hostPath PV (kind's default
     StorageClass would provision it; this control plane has none)."""
-    pv = f"{CLAIM}-{namespace}"
-    docs = [
-        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
-         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                  "persistentVolumeReclaimPolicy": "Delete", "hostPath": {"path": f"/tmp/{pv}"},
-                  "claimRef": {"namespace": namespace, "name": CLAIM}}},
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": CLAIM, "namespace": namespace},
-         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
-                  "resources": {"requests": {"storage": "1Gi"}}}},
-    ]
-    plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
-    poll(lambda: (get_json(plane, "pvc", CLAIM, "-n", namespace) or {}).get("status", {}).get("phase") == "Bound",
-         timeout=TIMEOUT, what=f"PVC {CLAIM} Bound")
+    bind_claims(plane, namespace, [CLAIM], timeout=TIMEOUT)
 
 
 def _get(plane: ControlPlane, namespace: str, resource: str, name: str | None = None) -> list[dict[str, str]]:

@@ -182,3 +182,32 @@ def set_status(plane: ControlPlane, resource: str, namespace: str, name: str, st
         "patch", resource, name, "-n", namespace, "--subresource=status", "--type=merge",
         "-p", json.dumps({"status": dict(status)}),
     )
+
+
+def bind_claims(plane: ControlPlane, namespace: str, claims: Sequence[str], *, reclaim: str = "Delete",
+                timeout: float = 90.0) -> list[str]:
+    """PVCs ``claims`` in ``namespace``, each pre-bound to a hostPath PV ``<claim>-<namespace>`` and
+    waited for until the real PV controller binds them (this control plane has no StorageClass, and
+    the scheduler refuses pods with unbound claims). Returns the PV names."""
+    docs: list[dict[str, Any]] = []
+    volumes = []
+    for claim in claims:
+        pv = f"{claim}-{namespace}"
+        volumes.append(pv)
+        docs += [
+            {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+             "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                      "persistentVolumeReclaimPolicy": reclaim, "hostPath": {"path": f"/tmp/{pv}"},
+                      "claimRef": {"namespace": namespace, "name": claim}}},
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
+             "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
+                      "resources": {"requests": {"storage": "1Gi"}}}},
+        ]
+    plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+
+    def bound() -> bool:
+        items = get_json(plane, "pvc", "-n", namespace)["items"]
+        return {i["metadata"]["name"] for i in items if i["status"].get("phase") == "Bound"} >= set(claims)
+
+    poll(bound, timeout=timeout, what=f"PVCs {', '.join(claims)} Bound")
+    return volumes

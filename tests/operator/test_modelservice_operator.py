@@ -19,7 +19,15 @@ import pytest
 import yaml
 
 from tests.cluster.harness import ControlPlane
-from tests.operator.support import OperatorProcess, condition, get_json, poll, set_pod_status, set_status
+from tests.operator.support import (
+    OperatorProcess,
+    bind_claims,
+    condition,
+    get_json,
+    poll,
+    set_pod_status,
+    set_status,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -32,30 +40,11 @@ SPEC_HASH = "kubemaas.io/spec-hash"
 def claims(control_plane: ControlPlane, namespace: str) -> Iterator[None]:
     """PVCs ``models`` and ``kubemaas-models`` in the namespace, each pre-bound to a hostPath PV
     (the real PV controller binds them; the scheduler refuses pods with unbound claims)."""
-    docs = []
-    for claim in ("models", "kubemaas-models"):
-        pv = f"{namespace}-{claim}"
-        docs += [
-            {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
-             "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                      "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": f"/tmp/{pv}"},
-                      "claimRef": {"namespace": namespace, "name": claim}}},
-            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
-             "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
-                      "resources": {"requests": {"storage": "1Gi"}}}},
-        ]
-    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
-    def bound() -> bool:
-        items = get_json(control_plane, "pvc", "-n", namespace)["items"]
-        return sorted(i["metadata"]["name"] for i in items if i["status"].get("phase") == "Bound") == [
-            "kubemaas-models", "models"]
-
-    poll(bound, what="both PVCs Bound")
+    volumes = bind_claims(control_plane, namespace, ["models", "kubemaas-models"], reclaim="Retain")
     try:
         yield
     finally:
-        control_plane.kubectl("delete", "pv", f"{namespace}-models", f"{namespace}-kubemaas-models",
-                              "--wait=false", "--ignore-not-found", check=False)
+        control_plane.kubectl("delete", "pv", *volumes, "--wait=false", "--ignore-not-found", check=False)
 
 
 def msvc(plane: ControlPlane, ns: str, name: str) -> Any:

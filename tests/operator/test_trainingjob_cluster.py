@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.cluster.harness import ControlPlane
-from tests.operator.support import OperatorProcess, condition, get_json, poll, set_pod_status
+from tests.operator.support import OperatorProcess, bind_claims, condition, get_json, poll, set_pod_status
 
 pytestmark = pytest.mark.cluster
 
@@ -114,21 +114,7 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
 def models_pvc(control_plane: ControlPlane, namespace: str) -> str:
     """A PVC `kubemaas-models` (the model store the example writes to) bound by the real PV controller
     to a hostPath PV."""
-    pv = f"kubemaas-models-{namespace}"
-    control_plane.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": pv},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                 "persistentVolumeReclaimPolicy": "Delete", "hostPath": {"path": f"/tmp/{pv}"}},
-    }))
-    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "kubemaas-models"},
-        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
-                 "resources": {"requests": {"storage": "1Gi"}}},
-    }))
-    poll(lambda: (get_json(control_plane, "pvc", "kubemaas-models", "-n", namespace) or {}).get("status", {}).get("phase")
-         == "Bound", timeout=TIMEOUT, what="PVC kubemaas-models Bound")
+    bind_claims(control_plane, namespace, ["kubemaas-models"], timeout=TIMEOUT)
     return "kubemaas-models"
 
 
