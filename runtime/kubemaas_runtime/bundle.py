@@ -10,6 +10,15 @@ A bundle is a directory::
 
 Every reader validates the manifest and the checksums and fails with a
 ``BundleError`` that names the file and the problem.
+
+Manifest schema versions (``schemaVersion``; absent means 1):
+
+1. ``files`` maps a relative path to its sha256 hex digest; no batch axis.
+2. ``files`` maps a relative path to ``{"sha256": ..., "size": bytes}``, and
+   ``batchAxis`` declares the axis along which independent requests may be
+   merged (Triton's ``max_batch_size > 0`` is the precedent). Version-1
+   manifests are still read; they declare no batch axis, so their models are
+   served unmerged.
 """
 
 from __future__ import annotations
@@ -19,13 +28,15 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MANIFEST = "model.json"
 MODEL = "model.onnx"
 EVAL_SET = "eval.npz"
 CHECKPOINT = "checkpoint.pt"
 API_VERSION = "kubemaas.io/v1alpha1"
+SCHEMA_VERSION = 2
+"""The manifest schema this code writes; it reads every version up to this one."""
 
 Datatype = Literal[
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -56,6 +67,23 @@ class TensorSpec(BaseModel):
         return shape
 
 
+class FileEntry(BaseModel):
+    """One file of the bundle: its sha256 hex digest and its size in bytes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: str
+    size: int | None = Field(default=None, ge=0)
+    """Bytes; None only for files read from a schema-1 manifest."""
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, digest: str) -> str:
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"{digest!r} is not a sha256 hex digest")
+        return digest
+
+
 class Source(BaseModel):
     """Where the bundle came from (lineage)."""
 
@@ -75,6 +103,8 @@ class Manifest(BaseModel):
 
     api_version: str = Field(default=API_VERSION, alias="apiVersion")
     kind: Literal["ModelBundle"] = "ModelBundle"
+    schema_version: int = Field(default=SCHEMA_VERSION, alias="schemaVersion", ge=1, le=SCHEMA_VERSION)
+    """Manifest schema version; absent in a file means 1 (see the module docstring)."""
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
     version: str = "1"
     task: Literal["classification", "regression"] = "classification"
@@ -82,20 +112,45 @@ class Manifest(BaseModel):
     outputs: list[TensorSpec] = Field(min_length=1)
     labels: list[str] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
-    files: dict[str, str] = Field(default_factory=dict)
-    """Relative file path -> sha256 hex digest, for every file of the bundle but model.json."""
+    files: dict[str, FileEntry] = Field(default_factory=dict)
+    """Relative file path -> checksum and size, for every file of the bundle but model.json."""
+    batch_axis: int | None = Field(default=None, alias="batchAxis", ge=0)
+    """The axis of every input and output along which rows are independent, so that
+    requests may be merged along it; None (the default) means requests are never merged."""
     source: Source | None = None
     variant: str = "fp32"
     """Which compression variant model.onnx is (fp32 for a training bundle)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, raw: Any) -> Any:
+        """Read a schema-1 manifest (no ``schemaVersion``; ``files`` maps path -> digest)."""
+        if isinstance(raw, dict) and "schemaVersion" not in raw and "schema_version" not in raw:
+            raw = {**raw, "schemaVersion": 1}
+            files = raw.get("files")
+            if isinstance(files, dict):
+                raw["files"] = {k: {"sha256": v} if isinstance(v, str) else v for k, v in files.items()}
+        return raw
+
     @field_validator("files")
     @classmethod
-    def _safe_paths(cls, files: dict[str, str]) -> dict[str, str]:
-        for rel, digest in files.items():
+    def _safe_paths(cls, files: dict[str, FileEntry]) -> dict[str, FileEntry]:
+        for rel in files:
             check_relative(rel)
-            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                raise ValueError(f"files[{rel!r}]: {digest!r} is not a sha256 hex digest")
         return files
+
+    @model_validator(mode="after")
+    def _batch_axis_is_dynamic(self) -> Manifest:
+        axis = self.batch_axis
+        if axis is None:
+            return self
+        for spec in [*self.inputs, *self.outputs]:
+            if axis >= len(spec.shape) or spec.shape[axis] != -1:
+                raise ValueError(
+                    f"batchAxis {axis}: {spec.name!r} has shape {spec.shape}; the batch axis must be a "
+                    "dynamic (-1) dimension of every input and output"
+                )
+        return self
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
@@ -157,13 +212,16 @@ def verify_files(directory: Path, manifest: Manifest) -> None:
     """Check every checksum in the manifest; the model file must be listed."""
     if MODEL not in manifest.files:
         raise BundleError(f"{directory / MANIFEST}: files has no checksum for {MODEL}")
-    for rel, expected in sorted(manifest.files.items()):
+    for rel, entry in sorted(manifest.files.items()):
         path = directory / check_relative(rel)
         if not path.is_file():
             raise BundleError(f"{path}: listed in {MANIFEST} but missing")
+        size = path.stat().st_size
+        if entry.size is not None and size != entry.size:
+            raise BundleError(f"{path}: {size} bytes, but {MANIFEST} records {entry.size}")
         actual = sha256_file(path)
-        if actual != expected:
-            raise BundleError(f"{path}: sha256 {actual} does not match {MANIFEST} ({expected})")
+        if actual != entry.sha256:
+            raise BundleError(f"{path}: sha256 {actual} does not match {MANIFEST} ({entry.sha256})")
 
 
 def load_bundle(directory: Path, *, verify: bool = True) -> Bundle:
@@ -184,7 +242,11 @@ def write_manifest(directory: Path, manifest: Manifest, files: list[str] | None 
             for p in directory.rglob("*")
             if p.is_file() and p.name != MANIFEST and "variants" not in p.relative_to(directory).parts
         )
-    checksums = {rel: sha256_file(directory / check_relative(rel)) for rel in files}
-    final = manifest.model_copy(update={"files": checksums})
+    checksums = {
+        rel: FileEntry(sha256=sha256_file(path), size=path.stat().st_size)
+        for rel in files
+        for path in [directory / check_relative(rel)]
+    }
+    final = manifest.model_copy(update={"files": checksums, "schema_version": SCHEMA_VERSION})
     (directory / MANIFEST).write_text(json.dumps(final.dump(), indent=2, sort_keys=True) + "\n")
     return Bundle(path=directory, manifest=final, digest=sha256_file(directory / MANIFEST))

@@ -63,10 +63,14 @@ def save_bundle(
     checkpoint: Mapping[str, Any] | None = None,
     recipe: str | None = None,
     settings: TrainingSettings | None = None,
+    batch_axis: int | None = 0,
 ) -> Artifact | None:
     """Write the bundle to ``output`` (rank 0 only; other ranks return None without doing anything).
 
     ``eval_set`` is ``(inputs, labels)`` as numpy arrays, stored as ``eval.npz`` for accuracy gates.
+    ``batch_axis`` is recorded in the manifest as the axis along which rows are independent (0 for
+    a model that maps each input row to its own output row, as ``export_onnx`` exports it); pass
+    None for a model that mixes rows (a ranker, a set model), so the server never merges requests.
     Prints the ``done`` event and writes the termination message.
     """
     if not current().is_primary:
@@ -93,6 +97,7 @@ def save_bundle(
             labels=list(labels),
             metrics=clean,
             source=_source(settings, recipe),
+            batchAxis=batch_axis,
         )
         bundle = write_manifest(directory, manifest, files=[MODEL, EVAL_SET, CHECKPOINT])
         upload(directory, output)

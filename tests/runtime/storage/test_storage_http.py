@@ -53,7 +53,8 @@ def test_http_404_names_the_url(web_root: tuple[Path, str], tmp_path: Path) -> N
 def test_http_checksum_mismatch(bundle: Bundle, web_root: tuple[Path, str], tmp_path: Path) -> None:
     root, base = web_root
     upload(bundle.path, str(root / "b"))
-    (root / "b" / MODEL).write_bytes(b"swapped on the server")
+    size = (root / "b" / MODEL).stat().st_size
+    (root / "b" / MODEL).write_bytes(b"x" * size)  # swapped on the server, same size
     with pytest.raises(StorageError, match=r"model\.onnx: sha256 .* does not match"):
         fetch(f"{base}/b", tmp_path / "dest")
 

@@ -37,14 +37,15 @@ def test_pvc_uri_with_dotdot_is_refused(tmp_path: Path) -> None:
 
 
 def test_checksum_mismatch_names_the_file(bundle: Bundle, tmp_path: Path) -> None:
-    (bundle.path / MODEL).write_bytes(b"tampered")
+    size = (bundle.path / MODEL).stat().st_size
+    (bundle.path / MODEL).write_bytes(b"t" * size)  # tampered, same size
     with pytest.raises(StorageError, match=rf"fetch {bundle.path}: .*model\.onnx: sha256 .* does not match"):
         fetch(str(bundle.path), tmp_path / "dest")
 
 
 def test_manifest_with_traversal_is_refused_before_any_copy(bundle: Bundle, tmp_path: Path) -> None:
     raw = json.loads((bundle.path / MANIFEST).read_text())
-    raw["files"]["../outside.txt"] = sha256_file(bundle.path / MODEL)
+    raw["files"]["../outside.txt"] = {"sha256": sha256_file(bundle.path / MODEL), "size": 1}
     (bundle.path / MANIFEST).write_text(json.dumps(raw))
     with pytest.raises(StorageError, match=r"unsafe path '\.\./outside\.txt'"):
         fetch(str(bundle.path), tmp_path / "work" / "dest")
@@ -89,3 +90,21 @@ def test_cli_fetch_prints_summary(bundle: Bundle, tmp_path: Path, capsys: pytest
 def test_cli_fetch_error_exit_code_and_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fetch", str(tmp_path / "nope"), str(tmp_path / "dest")]) == 1
     assert f"kubemaas fetch: fetch {tmp_path / 'nope'}: no model.json there" in capsys.readouterr().err
+
+
+def test_size_mismatch_is_reported_before_the_checksum(bundle: Bundle, tmp_path: Path) -> None:
+    size = (bundle.path / MODEL).stat().st_size
+    (bundle.path / MODEL).write_bytes(b"t" * (size - 10))
+    with pytest.raises(StorageError, match=rf"model\.onnx: {size - 10} bytes, but model\.json records {size}"):
+        fetch(str(bundle.path), tmp_path / "dest")
+
+
+def test_schema_1_manifest_is_still_read(bundle: Bundle, tmp_path: Path) -> None:
+    raw = json.loads((bundle.path / MANIFEST).read_text())
+    assert raw["schemaVersion"] == 2
+    old = {k: v for k, v in raw.items() if k not in ("schemaVersion", "batchAxis")}
+    old["files"] = {rel: entry["sha256"] for rel, entry in raw["files"].items()}
+    (bundle.path / MANIFEST).write_text(json.dumps(old))
+    got = fetch(str(bundle.path), tmp_path / "dest")
+    assert (got.manifest.schema_version, got.manifest.batch_axis) == (1, None)
+    assert got.manifest.files[MODEL].sha256 == raw["files"][MODEL]["sha256"]

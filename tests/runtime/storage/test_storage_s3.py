@@ -56,7 +56,8 @@ def test_upload_then_fetch_roundtrip(s3_endpoint: str, bundle: Bundle, tmp_path:
 
 def test_s3_checksum_mismatch(s3_endpoint: str, bundle: Bundle, tmp_path: Path) -> None:
     upload(bundle.path, "s3://models/x")
-    boto3.client("s3", endpoint_url=s3_endpoint).put_object(Bucket="models", Key=f"x/{MODEL}", Body=b"evil")
+    evil = b"e" * (bundle.path / MODEL).stat().st_size  # same size, other bytes
+    boto3.client("s3", endpoint_url=s3_endpoint).put_object(Bucket="models", Key=f"x/{MODEL}", Body=evil)
     with pytest.raises(StorageError, match=r"fetch s3://models/x: .*model\.onnx: sha256 .* does not match"):
         fetch("s3://models/x", tmp_path / "dest")
 
