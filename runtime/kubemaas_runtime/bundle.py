@@ -19,6 +19,10 @@ Manifest schema versions (``schemaVersion``; absent means 1):
    merged (Triton's ``max_batch_size > 0`` is the precedent). Version-1
    manifests are still read; they declare no batch axis, so their models are
    served unmerged.
+3. ``task: text-generation``: a decoder-only language model in the folder layout
+   onnxruntime-genai loads (``genai_config.json``, tokenizer files, the ONNX
+   decoder with its KV cache). It carries ``generation`` (``GenerationSpec``)
+   instead of v2 tensor signatures. Tensor bundles are still written as 2.
 """
 
 from __future__ import annotations
@@ -35,8 +39,11 @@ MODEL = "model.onnx"
 EVAL_SET = "eval.npz"
 CHECKPOINT = "checkpoint.pt"
 API_VERSION = "kubemaas.io/v1alpha1"
-SCHEMA_VERSION = 2
-"""The manifest schema this code writes; it reads every version up to this one."""
+SCHEMA_VERSION = 3
+"""The newest manifest schema; every version up to this one is read."""
+TENSOR_SCHEMA_VERSION = 2
+"""What tensor (classification/regression) bundles are written as."""
+GENAI_CONFIG = "genai_config.json"
 
 Datatype = Literal[
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -84,6 +91,26 @@ class FileEntry(BaseModel):
         return digest
 
 
+class GenerationSpec(BaseModel):
+    """How to run a text-generation bundle (schema 3); the model itself is described by genai_config.json."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    config: str = GENAI_CONFIG
+    """onnxruntime-genai's config file, relative to the bundle."""
+    model: str = MODEL
+    """The decoder ONNX file (``model.decoder.filename`` in the config)."""
+    context_length: int = Field(alias="contextLength", ge=2)
+    """Most tokens (prompt + output) one sequence may hold, the KV cache's length."""
+    vocab_size: int = Field(alias="vocabSize", ge=2)
+    eos_token_ids: list[int] = Field(alias="eosTokenIds", min_length=1)
+    """Token ids that end a sequence (finish_reason ``stop``)."""
+    chat_template: bool = Field(default=False, alias="chatTemplate")
+    """Whether the tokenizer files carry a chat template (needed by /v1/chat/completions)."""
+    eval_text: str | None = Field(default=None, alias="evalText")
+    """Held-out text (relative path) that perplexity gates are measured on."""
+
+
 class Source(BaseModel):
     """Where the bundle came from (lineage)."""
 
@@ -107,9 +134,12 @@ class Manifest(BaseModel):
     """Manifest schema version; absent in a file means 1 (see the module docstring)."""
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
     version: str = "1"
-    task: Literal["classification", "regression"] = "classification"
-    inputs: list[TensorSpec] = Field(min_length=1)
-    outputs: list[TensorSpec] = Field(min_length=1)
+    task: Literal["classification", "regression", "text-generation"] = "classification"
+    inputs: list[TensorSpec] = Field(default_factory=list)
+    """v2 tensor signature (at least one input and output for tensor tasks; empty for text-generation)."""
+    outputs: list[TensorSpec] = Field(default_factory=list)
+    generation: GenerationSpec | None = None
+    """Text generation only (schema 3)."""
     labels: list[str] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
     files: dict[str, FileEntry] = Field(default_factory=dict)
@@ -138,6 +168,23 @@ class Manifest(BaseModel):
         for rel in files:
             check_relative(rel)
         return files
+
+    @model_validator(mode="after")
+    def _task_shape(self) -> Manifest:
+        if self.task == "text-generation":
+            if self.generation is None or self.schema_version < 3:
+                raise ValueError(
+                    f"task text-generation needs schemaVersion >= 3 and a generation section "
+                    f"(got schemaVersion {self.schema_version}, generation {self.generation})"
+                )
+        elif not self.inputs or not self.outputs:
+            raise ValueError(f"task {self.task}: inputs and outputs need at least one tensor each")
+        return self
+
+    @property
+    def model_file(self) -> str:
+        """The ONNX file a server loads: model.onnx, or the decoder named by the generation spec."""
+        return self.generation.model if self.generation is not None else MODEL
 
     @model_validator(mode="after")
     def _batch_axis_is_dynamic(self) -> Manifest:
@@ -210,8 +257,10 @@ def read_manifest(directory: Path) -> Manifest:
 
 def verify_files(directory: Path, manifest: Manifest) -> None:
     """Check every checksum in the manifest; the model file must be listed."""
-    if MODEL not in manifest.files:
-        raise BundleError(f"{directory / MANIFEST}: files has no checksum for {MODEL}")
+    required = [MODEL] if manifest.generation is None else [manifest.generation.model, manifest.generation.config]
+    for rel in required:
+        if rel not in manifest.files:
+            raise BundleError(f"{directory / MANIFEST}: files has no checksum for {rel}")
     for rel, entry in sorted(manifest.files.items()):
         path = directory / check_relative(rel)
         if not path.is_file():
@@ -247,6 +296,7 @@ def write_manifest(directory: Path, manifest: Manifest, files: list[str] | None 
         for rel in files
         for path in [directory / check_relative(rel)]
     }
-    final = manifest.model_copy(update={"files": checksums, "schema_version": SCHEMA_VERSION})
+    version = SCHEMA_VERSION if manifest.task == "text-generation" else TENSOR_SCHEMA_VERSION
+    final = manifest.model_copy(update={"files": checksums, "schema_version": version})
     (directory / MANIFEST).write_text(json.dumps(final.dump(), indent=2, sort_keys=True) + "\n")
     return Bundle(path=directory, manifest=final, digest=sha256_file(directory / MANIFEST))
