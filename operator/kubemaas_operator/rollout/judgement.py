@@ -1,0 +1,99 @@
+"""The judgement of one analysis interval: canary traffic against stable traffic.
+
+A pure function in the manner of Argo Rollouts' AnalysisRun measurements and Flagger's metric
+checks, but relative: the canary is compared with the stable pods serving the same traffic in
+the same interval, so a busy hour slows both and rolls back neither. Per interval:
+
+* fewer than ``minRequests`` canary requests: inconclusive (never promote without evidence);
+* canary 5xx rate above ``maxErrorRate`` and above stable's: roll back;
+* canary 4xx rate above stable's by more than ``maxErrorRate`` (a model that rejects inputs the
+  stable one accepts, e.g. a renamed input tensor): roll back;
+* canary p95 above ``maxLatencyRatio`` x stable p95 and worse by more than ``latencyTolerance``:
+  roll back. Text-generation pods (they export time-to-first-token histograms) are compared on
+  TTFT and time per output token instead of whole-request latency, which depends on how many
+  tokens each client asked for;
+* otherwise: continue (the interval passed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from kubemaas_operator.rollout.samples import Histogram, Snapshot
+from kubemaas_operator.rollout.spec import Analysis
+
+Decision = Literal["continue", "rollback", "inconclusive"]
+
+QUANTILE = 0.95
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One interval's outcome, the sentence that explains it, and the numbers behind it."""
+
+    decision: Decision
+    reason: str
+    numbers: dict[str, float] = field(default_factory=dict)
+
+
+def _rate(part: float, whole: float) -> float:
+    return part / whole if whole > 0 else 0.0
+
+
+def _latency_breach(name: str, canary: Histogram, stable: Histogram, analysis: Analysis,
+                    numbers: dict[str, float]) -> str | None:
+    c, s = canary.quantile(QUANTILE), stable.quantile(QUANTILE)
+    if c is None or s is None:
+        return None
+    numbers[f"canary_{name}_p95_s"] = c
+    numbers[f"stable_{name}_p95_s"] = s
+    ratio = c / s if s > 0 else float("inf") if c > 0 else 1.0
+    numbers[f"{name}_ratio"] = ratio
+    if c > analysis.max_latency_ratio * s and c - s > analysis.latency_tolerance_s:
+        label = {"latency": "p95 latency", "ttft": "p95 time to first token",
+                 "tpot": "p95 time per output token"}[name]
+        return (f"canary {label} {c:.3f}s is {ratio:.1f}x stable's {s:.3f}s "
+                f"> maxLatencyRatio {analysis.max_latency_ratio:g} over {canary.count:.0f} requests")
+    return None
+
+
+def judge(canary: Snapshot, stable: Snapshot, analysis: Analysis) -> Verdict:
+    """Judge one interval from the canary's and stable's traffic in it (deltas, pods summed).
+
+    Returns a Verdict whose ``reason`` states the deciding numbers, e.g. ``canary error rate
+    0.31 > 0.01 over 412 requests (stable 0.00 over 1650)``, and whose ``numbers`` hold every
+    rate, p95 (seconds) and ratio computed. Comparisons with stable that stable has no traffic
+    for are skipped (the canary's own error rate is still checked).
+    """
+    numbers: dict[str, float] = {"canary_requests": canary.requests, "stable_requests": stable.requests}
+    if canary.requests < analysis.min_requests:
+        return Verdict("inconclusive", f"canary answered {canary.requests:.0f} requests in the interval, "
+                       f"fewer than minRequests {analysis.min_requests}", numbers)
+
+    c_err, s_err = _rate(canary.server_errors, canary.requests), _rate(stable.server_errors, stable.requests)
+    numbers |= {"canary_error_rate": c_err, "stable_error_rate": s_err}
+    if c_err > analysis.max_error_rate and c_err > s_err:
+        return Verdict("rollback", f"canary error rate {c_err:.2f} > {analysis.max_error_rate:g} over "
+                       f"{canary.requests:.0f} requests (stable {s_err:.2f} over {stable.requests:.0f})", numbers)
+
+    if stable.requests > 0:
+        c_4xx, s_4xx = _rate(canary.client_errors, canary.requests), _rate(stable.client_errors, stable.requests)
+        numbers |= {"canary_client_error_rate": c_4xx, "stable_client_error_rate": s_4xx}
+        if c_4xx - s_4xx > analysis.max_error_rate:
+            return Verdict("rollback", f"canary rejects requests stable accepts: 4xx rate {c_4xx:.2f} vs "
+                           f"stable {s_4xx:.2f} over {canary.requests:.0f} requests "
+                           f"(difference > maxErrorRate {analysis.max_error_rate:g})", numbers)
+
+    checks: tuple[tuple[str, Histogram, Histogram], ...]
+    if canary.ttft.count > 0:
+        checks = (("ttft", canary.ttft, stable.ttft), ("tpot", canary.tpot, stable.tpot))
+    else:
+        checks = (("latency", canary.latency, stable.latency),)
+    for name, c_hist, s_hist in checks:
+        breach = _latency_breach(name, c_hist, s_hist, analysis, numbers)
+        if breach:
+            return Verdict("rollback", breach, numbers)
+
+    return Verdict("continue", f"canary passed: error rate {c_err:.2f} over {canary.requests:.0f} requests "
+                   f"(stable {s_err:.2f} over {stable.requests:.0f})", numbers)

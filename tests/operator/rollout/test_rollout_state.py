@@ -1,0 +1,179 @@
+"""The rollout state machine, driven tick by tick with made-up observations."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubemaas_operator.rollout.judgement import Verdict
+from kubemaas_operator.rollout.spec import RolloutSpec, parse_rollout
+from kubemaas_operator.rollout.state import (
+    Command,
+    Observation,
+    Plan,
+    Revision,
+    RolloutState,
+    column,
+    parse_command,
+    step,
+)
+
+V1 = Revision("a" * 64, "s3://m/v1")
+V2 = Revision("b" * 64, "s3://m/v2")
+V3 = Revision("c" * 64, "s3://m/v3")
+CANARY = parse_rollout({"strategy": "Canary", "steps": [{"weight": 20, "hold": "30s"}, {"weight": 50, "hold": "30s"}],
+                        "analysis": {"interval": "10s", "inconclusiveLimit": "2m"}})
+PASS = Verdict("continue", "canary passed")
+FAIL = Verdict("rollback", "canary error rate 1.00 > 0.01 over 40 requests (stable 0.00 over 160)")
+QUIET = Verdict("inconclusive", "canary answered 3 requests in the interval, fewer than minRequests 20")
+
+
+def tick(state: RolloutState, now: float, desired: Revision = V2, *, spec: RolloutSpec = CANARY, gen: int = 1,
+         ready: bool = True, current: bool = False, verdict: Verdict | None = None,
+         command: Command | None = None) -> Plan:
+    return step(state, spec, Observation(now, desired, gen, ready, current, verdict, command))
+
+
+STABLE_V1 = RolloutState(stable=V1)
+
+
+def test_first_revision_is_served_without_steps() -> None:
+    plan = step(RolloutState(), CANARY, Observation(0, V1, 1))
+    assert (plan.state.phase, plan.state.stable, plan.weight) == ("Stable", V1, 0)
+    assert [(h.outcome, h.why) for h in plan.state.history] == [("Deployed", "first revision")]
+
+
+def test_rolling_update_replaces_at_once() -> None:
+    plan = tick(STABLE_V1, 5, spec=parse_rollout(None))
+    assert (plan.state.phase, plan.state.stable, plan.weight) == ("Stable", V2, 0)
+    assert plan.state.history[-1].outcome == "Promoted"
+
+
+def test_good_canary_walks_the_steps_and_is_promoted() -> None:
+    p = tick(STABLE_V1, 0, ready=False)
+    assert (p.state.phase, p.state.canary, p.weight) == ("Progressing", V2, 20)
+    assert [e.reason for e in p.events] == ["CanaryStarted"]
+    p = tick(p.state, 5, ready=False)            # pods not Ready yet: the hold has not begun
+    assert p.state.step_started is None
+    p = tick(p.state, 10)                        # Ready at t=10
+    p = tick(p.state, 20, verdict=PASS)
+    p = tick(p.state, 39, verdict=PASS)          # 29 s held < 30 s
+    assert (p.state.step, p.weight) == (0, 20)
+    p = tick(p.state, 40)                        # 30 s held, 2 passing intervals
+    assert (p.state.step, p.weight, p.state.passed) == (1, 50, 0)
+    p = tick(p.state, 41)
+    p = tick(p.state, 80, verdict=PASS)
+    assert (p.state.phase, p.state.stable) == ("Promoting", V2)  # stable Deployment rolls to v2
+    assert p.weight == 50                        # canary pods serve until stable has rolled
+    p = tick(p.state, 85, current=False)
+    assert (p.state.phase, p.weight) == ("Promoting", 50)
+    p = tick(p.state, 90, current=True)
+    assert (p.state.phase, p.state.stable, p.state.canary, p.weight) == ("Stable", V2, None, 0)
+    entry = p.state.history[-1]
+    assert (entry.sha256, entry.outcome, entry.started, entry.finished) == (V2.sha256, "Promoted", 0, 90)
+    assert entry.why == "held 30s with 1 passing intervals"
+
+
+def test_hold_alone_never_promotes_without_evidence() -> None:
+    p = tick(STABLE_V1, 0)
+    p = tick(p.state, 1)
+    for t in range(10, 110, 10):
+        p = tick(p.state, t, verdict=QUIET)
+        assert (p.state.step, p.weight) == (0, 20)
+
+
+def test_breach_rolls_back_and_is_not_retried_until_generation_changes() -> None:
+    p = tick(STABLE_V1, 0)
+    p = tick(p.state, 10, verdict=FAIL)
+    assert (p.state.phase, p.state.stable, p.state.canary, p.weight) == ("RolledBack", V1, None, 0)
+    assert p.state.reason == FAIL.reason
+    assert [(e.type, e.reason) for e in p.events] == [("Warning", "RolledBack")]
+    assert (p.state.history[-1].outcome, p.state.history[-1].why) == ("RolledBack", FAIL.reason)
+    again = tick(p.state, 500)                   # same artifact, same generation: stays rolled back
+    assert (again.state.phase, again.weight, again.events) == ("RolledBack", 0, ())
+    retry = tick(p.state, 600, gen=2)            # the spec changed: try again
+    assert (retry.state.phase, retry.state.canary, retry.weight) == ("Progressing", V2, 20)
+    other = tick(p.state, 600, desired=V3)       # another artifact: try it
+    assert other.state.canary == V3
+
+
+def test_breach_while_pods_are_still_starting_rolls_back() -> None:
+    p = tick(STABLE_V1, 0, ready=False)
+    p = tick(p.state, 10, ready=False, verdict=FAIL)
+    assert p.state.phase == "RolledBack"
+
+
+def test_abort_annotation_rolls_back_and_promote_skips_a_hold() -> None:
+    p = tick(STABLE_V1, 0)
+    aborted = tick(p.state, 1, command="abort")
+    assert (aborted.state.phase, aborted.state.history[-1].outcome) == ("RolledBack", "Aborted")
+    assert aborted.state.reason == "aborted by annotation kubemaas.io/rollout=abort"
+    promoted = tick(p.state, 1, command="promote")
+    assert (promoted.state.step, promoted.weight) == (1, 50)
+    full = tick(p.state, 1, command="promote-full")
+    assert (full.state.phase, full.state.stable, full.weight) == ("Promoting", V2, 20)
+
+
+def test_no_conclusive_interval_pauses_and_says_why_then_resumes() -> None:
+    p = tick(STABLE_V1, 0)
+    p = tick(p.state, 1)
+    p = tick(p.state, 60, verdict=QUIET)
+    assert p.state.phase == "Progressing"
+    p = tick(p.state, 121, verdict=QUIET)        # 120 s since the step's pods were Ready
+    assert p.state.phase == "Paused"
+    assert p.state.reason.startswith("paused: no conclusive analysis for 2m (canary answered 3 requests")
+    assert [e.reason for e in p.events] == ["CanaryPaused"]
+    assert column(p.state, p.weight) == "paused 20%"
+    p = tick(p.state, 130, verdict=PASS)         # traffic came back
+    assert p.state.phase == "Progressing"
+    p = tick(p.state, 131, verdict=FAIL)
+    assert p.state.phase == "RolledBack"
+
+
+def test_step_without_hold_waits_for_promote_but_still_rolls_back() -> None:
+    spec = parse_rollout({"strategy": "Canary", "steps": [{"weight": 10}]})
+    p = tick(STABLE_V1, 0, spec=spec)
+    p = tick(p.state, 1, spec=spec, verdict=PASS)
+    p = tick(p.state, 10_000, spec=spec, verdict=PASS)
+    assert (p.state.phase, p.weight) == ("Paused", 10)
+    assert "kubemaas.io/rollout=promote" in p.state.reason
+    assert tick(p.state, 10_001, spec=spec, verdict=FAIL).state.phase == "RolledBack"
+    assert tick(p.state, 10_001, spec=spec, command="promote").state.phase == "Promoting"
+
+
+def test_new_artifact_mid_canary_supersedes_it() -> None:
+    p = tick(STABLE_V1, 0)
+    p = tick(p.state, 5, desired=V3)
+    assert (p.state.canary, p.state.step, p.weight) == (V3, 0, 20)
+    assert (p.state.history[-1].sha256, p.state.history[-1].outcome) == (V2.sha256, "Superseded")
+
+
+def test_spec_back_to_stable_removes_the_canary() -> None:
+    p = tick(STABLE_V1, 0)
+    p = tick(p.state, 5, desired=V1)
+    assert (p.state.phase, p.state.canary, p.weight) == ("Stable", None, 0)
+
+
+def test_state_round_trips_through_status() -> None:
+    p = tick(STABLE_V1, 1_700_000_000)
+    p = tick(p.state, 1_700_000_010, verdict=PASS)
+    p = tick(p.state, 1_700_000_020, verdict=FAIL)
+    back = RolloutState.from_status(p.state.to_status(), p.state.history_status())
+    assert back == p.state
+    mid = tick(STABLE_V1, 1_700_000_000).state
+    assert RolloutState.from_status(mid.to_status(), mid.history_status()) == mid
+
+
+def test_history_keeps_the_last_ten() -> None:
+    s = STABLE_V1
+    for i in range(15):
+        s = tick(s, 10 * i, desired=Revision(f"{i:064d}"), spec=parse_rollout(None)).state
+    assert len(s.history) == 10
+    assert s.history[-1].sha256 == f"{14:064d}"
+
+
+def test_commands_parse_strictly() -> None:
+    assert parse_command(None) is None
+    assert parse_command("promote-full") == "promote-full"
+    with pytest.raises(ValueError, match=r"^annotation kubemaas.io/rollout: expected one of promote, "
+                       r"promote-full, abort, got 'yes-please'$"):
+        parse_command("yes-please")
