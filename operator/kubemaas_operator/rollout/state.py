@@ -19,7 +19,7 @@ Times are seconds since the epoch (floats) here and RFC 3339 strings in ``status
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -153,7 +153,7 @@ class RolloutState:
         return [h.to_status() for h in self.history]
 
     @classmethod
-    def from_status(cls, rollout: Mapping[str, Any] | None, history: list[Mapping[str, Any]] | None) -> RolloutState:
+    def from_status(cls, rollout: Mapping[str, Any] | None, history: Sequence[Mapping[str, Any]] | None) -> RolloutState:
         """Rebuild the state from ``status.rollout`` and ``status.history`` (missing means a fresh state)."""
         r = dict(rollout or {})
         rej = r.get("rejected") or None
