@@ -64,6 +64,7 @@ def save_bundle(
     recipe: str | None = None,
     settings: TrainingSettings | None = None,
     batch_axis: int | None = 0,
+    source_fields: Mapping[str, Any] | None = None,
 ) -> Artifact | None:
     """Write the bundle to ``output`` (rank 0 only; other ranks return None without doing anything).
 
@@ -71,6 +72,9 @@ def save_bundle(
     ``batch_axis`` is recorded in the manifest as the axis along which rows are independent (0 for
     a model that maps each input row to its own output row, as ``export_onnx`` exports it); pass
     None for a model that mixes rows (a ranker, a set model), so the server never merges requests.
+    ``source_fields`` go into the manifest's ``source`` beside the TrainingJob and ``recipe``: the
+    recipe's ``hyperparameters`` (so ``checkpoint.pt`` can be loaded into a rebuilt model), how it
+    was trained, and a student's lineage.
     Prints the ``done`` event and writes the termination message.
     """
     if not current().is_primary:
@@ -96,19 +100,29 @@ def save_bundle(
             outputs=outs,
             labels=list(labels),
             metrics=clean,
-            source=_source(settings, recipe),
+            source=_source(settings, recipe, source_fields),
             batchAxis=batch_axis,
         )
         bundle = write_manifest(directory, manifest, files=[MODEL, EVAL_SET, CHECKPOINT])
         upload(directory, output)
-    artifact = Artifact(uri=output, sha256=bundle.digest, metrics=clean)
+    return publish(Artifact(uri=output, sha256=bundle.digest, metrics=clean), settings)
+
+
+def publish(artifact: Artifact, settings: TrainingSettings) -> Artifact:
+    """Report a written bundle: the ``done`` event, the termination message, ``last_artifact()``."""
     _saved.append(artifact)
     progress.emit("done", **artifact.as_dict(), artifact=artifact.as_dict())
     progress.write_termination_message(settings.termination_log, {"artifact": artifact.as_dict()})
     return artifact
 
 
-def _source(settings: TrainingSettings, recipe: str | None) -> Source:
+def bundle_source(settings: TrainingSettings, recipe: str | None, fields: Mapping[str, Any] | None = None) -> Source:
+    """The manifest's lineage: the TrainingJob from the settings, else ``local``; ``fields`` as in ``save_bundle``."""
+    return _source(settings, recipe, fields)
+
+
+def _source(settings: TrainingSettings, recipe: str | None, fields: Mapping[str, Any] | None = None) -> Source:
+    extra = dict(fields or {})
     if settings.source_name:
         return Source(
             kind="TrainingJob",
@@ -116,5 +130,6 @@ def _source(settings: TrainingSettings, recipe: str | None) -> Source:
             name=settings.source_name,
             uid=settings.source_uid,
             recipe=recipe,
+            **extra,
         )
-    return Source(kind="local", recipe=recipe)
+    return Source(kind="local", recipe=recipe, **extra)

@@ -24,7 +24,7 @@ from kubemaas_runtime.training.settings import TrainingSettings
 
 def configure(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--recipe", help="built-in recipe: digits or sequence")
+    source.add_argument("--recipe", help="built-in recipe: digits, sequence or textgen")
     source.add_argument("--module", help="user code as pkg.mod:fn, called as fn(config) on every rank")
     parser.add_argument("--output", required=True, help="bundle location: path, pvc://, s3:// ...")
     parser.add_argument("--epochs", type=int, help="epochs (default: the recipe's)")

@@ -18,11 +18,12 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from kubemaas_runtime.storage import open_store
 from kubemaas_runtime.training import progress
-from kubemaas_runtime.training.bundles import Artifact, save_bundle
+from kubemaas_runtime.training.bundles import Artifact, bundle_source, publish, save_bundle
 from kubemaas_runtime.training.checkpoints import load_checkpoint, save_checkpoint
 from kubemaas_runtime.training.config import TrainConfig
 from kubemaas_runtime.training.distributed import DistInfo, all_reduce_sum, init_distributed
 from kubemaas_runtime.training.errors import TrainingError
+from kubemaas_runtime.training.objectives import Objective
 from kubemaas_runtime.training.pruning import prune_model
 from kubemaas_runtime.training.recipes import Recipe, get_recipe
 from kubemaas_runtime.training.settings import TrainingSettings
@@ -65,8 +66,20 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 51
     return Evaluation(accuracy=correct / len(x), loss=loss / len(x))
 
 
-def train_recipe(config: TrainConfig, settings: TrainingSettings) -> Artifact | None:
-    """Run one rank of a built-in recipe; rank 0 returns the artifact, other ranks None."""
+def evaluator(recipe: Recipe) -> Any:
+    """The recipe's own held-out metric when it has one (``textgen``: per-token loss), else ``evaluate``."""
+    custom = getattr(recipe, "evaluate", None)
+    return custom if callable(custom) else evaluate
+
+
+def train_recipe(
+    config: TrainConfig, settings: TrainingSettings, objective: Objective | None = None
+) -> Artifact | None:
+    """Run one rank of a built-in recipe; rank 0 returns the artifact, other ranks None.
+
+    ``objective`` replaces the loss and/or the initial weights (students: ``training/students``).
+    """
+    objective = objective or Objective()
     assert config.recipe is not None
     recipe = get_recipe(config.recipe)
     params = recipe.params(config.params)
@@ -86,7 +99,10 @@ def train_recipe(config: TrainConfig, settings: TrainingSettings) -> Artifact | 
     if settings.threads:
         torch.set_num_threads(settings.threads)
     seed_everything(config.seed)
-    model = recipe.model(params).to(info.device)
+    model = recipe.model(params)
+    if objective.initial_state is not None:
+        model.load_state_dict(objective.initial_state)
+    model = model.to(info.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     store = open_store(config.output)
     start_epoch, step, metrics = _resume(store, info, config, model, optimizer, settings.source_uid)
@@ -114,7 +130,8 @@ def train_recipe(config: TrainConfig, settings: TrainingSettings) -> Artifact | 
         for x, y in loader:
             x, y = x.to(info.device), y.to(info.device)
             optimizer.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(ddp(x), y)
+            logits = ddp(x)
+            loss = objective.loss(logits, x, y) if objective.loss else nn.functional.cross_entropy(logits, y)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             step += 1
@@ -123,7 +140,7 @@ def train_recipe(config: TrainConfig, settings: TrainingSettings) -> Artifact | 
         train_s = time.perf_counter() - tick
         total_loss, total_seen = all_reduce_sum([loss_sum, float(seen)], info)
         if info.is_primary:
-            ev = evaluate(model, test_x, test_y)
+            ev = evaluator(recipe)(model, test_x, test_y)
             metrics = {
                 "accuracy": ev.accuracy,
                 "loss": ev.loss,
@@ -149,7 +166,12 @@ def train_recipe(config: TrainConfig, settings: TrainingSettings) -> Artifact | 
     progress.log_json("rank-done", rank=info.rank, worldSize=info.world_size, step=step, paramsSha256=params_digest(model))
     if not info.is_primary:
         return None
-    return _finish(config, recipe, model, splits, step, epochs, optimizer, metrics, test_x, test_y, settings)
+    lineage = {  # what rebuilds the model from checkpoint.pt (students need it), and how it was trained
+        "hyperparameters": params.model_dump(mode="json"),
+        "training": {"epochs": epochs, "batchSize": global_batch, "lr": lr, "seed": config.seed},
+        **objective.lineage,
+    }
+    return _finish(config, recipe, model, splits, step, epochs, optimizer, metrics, test_x, test_y, settings, lineage)
 
 
 def _state(
@@ -225,15 +247,29 @@ def _finish(
     test_x: torch.Tensor,
     test_y: torch.Tensor,
     settings: TrainingSettings,
+    lineage: dict[str, Any],
 ) -> Artifact | None:
     model = model.cpu()
-    ev = evaluate(model, test_x.cpu(), test_y.cpu())
+    evaluate_fn = evaluator(recipe)
+    ev = evaluate_fn(model, test_x.cpu(), test_y.cpu())
     metrics = {**metrics, "accuracy": ev.accuracy, "loss": ev.loss, "epochs": float(epochs)}
     if config.prune_amount > 0:
         metrics["unprunedAccuracy"] = ev.accuracy
         metrics["sparsity"] = prune_model(model, config.prune_amount)
-        pruned = evaluate(model, test_x.cpu(), test_y.cpu())
+        pruned = evaluate_fn(model, test_x.cpu(), test_y.cpu())
         metrics["accuracy"], metrics["loss"] = pruned.accuracy, pruned.loss
+    custom_save = getattr(recipe, "save_bundle", None)
+    if callable(custom_save):  # a recipe with its own bundle layout (textgen: an onnxruntime-genai folder)
+        digest, metrics = custom_save(
+            model,
+            splits,
+            metrics,
+            output=config.output,
+            name=config.name or recipe.name,
+            checkpoint=_state(config, epochs, step, model, optimizer, metrics, settings.source_uid),
+            source=bundle_source(settings, recipe.name, lineage),
+        )
+        return publish(Artifact(uri=config.output, sha256=digest, metrics=metrics), settings)
     return save_bundle(
         model,
         torch.from_numpy(splits.test_x[:2]),
@@ -247,4 +283,5 @@ def _finish(
         checkpoint=_state(config, epochs, step, model, optimizer, metrics, settings.source_uid),
         recipe=recipe.name,
         settings=settings,
+        source_fields=lineage,
     )

@@ -134,7 +134,7 @@ def test_checkpoint_of_another_recipe_is_refused(
     ("args", "problem"),
     [
         (["--recipe", "digits", "--epochs", "0"], "--epochs: Input should be greater than or equal to 1 (got 0)"),
-        (["--recipe", "nope"], "--recipe 'nope': unknown recipe; choose one of ['digits', 'sequence']"),
+        (["--recipe", "nope"], "--recipe 'nope': unknown recipe; choose one of ['digits', 'sequence', 'textgen']"),
         (["--recipe", "digits", "--set", "hidden=big"], "--set hidden='big'"),
         (["--recipe", "digits", "--set", "Bad"], "--set 'Bad': expected key=value"),
         (["--recipe", "digits", "--name", "Not_OK"], "--name: String should match pattern"),

@@ -1,4 +1,4 @@
-"""Built-in recipes: ``digits`` and ``sequence``."""
+"""Built-in recipes: ``digits``, ``sequence`` and ``textgen``."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from kubemaas_runtime.training.errors import TrainingError
 from kubemaas_runtime.training.recipes.base import Recipe, RecipeParams, Splits
 from kubemaas_runtime.training.recipes.digits import DigitsRecipe
 from kubemaas_runtime.training.recipes.sequence import SequenceRecipe
+from kubemaas_runtime.training.recipes.textgen import TextgenRecipe
 
-RECIPES: dict[str, Recipe] = {"digits": DigitsRecipe(), "sequence": SequenceRecipe()}
+RECIPES: dict[str, Recipe] = {"digits": DigitsRecipe(), "sequence": SequenceRecipe(), "textgen": TextgenRecipe()}
 
 
 def get_recipe(name: str) -> Recipe:
