@@ -81,7 +81,7 @@ class Analysis(_Spec):
 
     Defaults: 15 s intervals, at least 20 canary requests per interval (fewer is inconclusive),
     canary error rate at most 1 % (and not above stable's), canary p95 latency at most 2x
-    stable's (and at least 10 ms worse, so microsecond noise never rolls back), pause after
+    stable's (and at least 5 ms worse, so bucket noise on sub-millisecond models never rolls back), pause after
     5 minutes without a conclusive interval.
     """
 
@@ -89,7 +89,7 @@ class Analysis(_Spec):
     min_requests: int = Field(default=20, alias="minRequests", ge=1)
     max_error_rate: float = Field(default=0.01, alias="maxErrorRate", ge=0, le=1)
     max_latency_ratio: float = Field(default=2.0, alias="maxLatencyRatio", ge=1)
-    latency_tolerance_s: float = Field(default=0.01, alias="latencyTolerance", ge=0)
+    latency_tolerance_s: float = Field(default=0.005, alias="latencyTolerance", ge=0)
     """A latency breach also needs canary p95 - stable p95 above this (histogram buckets are coarse)."""
     inconclusive_limit_s: float = Field(default=300.0, alias="inconclusiveLimit", gt=0)
     """After this long without a conclusive interval the rollout pauses and says why."""

@@ -11,7 +11,7 @@ from kubemaas_operator.rollout.samples import Histogram, Snapshot
 from kubemaas_operator.rollout.spec import Analysis
 
 INF = math.inf
-ANALYSIS = Analysis()  # defaults: minRequests 20, maxErrorRate 0.01, maxLatencyRatio 2, tolerance 10 ms
+ANALYSIS = Analysis()  # defaults: minRequests 20, maxErrorRate 0.01, maxLatencyRatio 2, tolerance 5 ms
 
 
 def fast(n: float) -> Histogram:
