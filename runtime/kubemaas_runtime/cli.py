@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("kubemaas_runtime.serving.cli", "serve a model bundle over the Open Inference Protocol v2"),
     "fetch": ("kubemaas_runtime.storage.cli", "fetch a model bundle URI into a local directory"),
     "train": ("kubemaas_runtime.training.cli", "run one rank of distributed training, write a bundle"),
+    "bundle": ("kubemaas_runtime.generation.bundle_cli", "write model.json for an onnxruntime-genai model folder"),
     "compress": ("kubemaas_runtime.compression.cli", "build, measure and select compressed variants"),
     "demo": ("kubemaas_runtime.demo", "train -> compress -> serve locally, no cluster needed"),
     "operator": ("kubemaas_operator.cli", "run the kopf operator for TrainingJob and ModelService"),

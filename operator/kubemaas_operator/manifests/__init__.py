@@ -1,1 +1,0 @@
-"""Pure builders: custom resource spec + settings -> child object dicts. No I/O here."""
