@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("kubemaas_runtime.training.cli", "run one rank of distributed training, write a bundle"),
     "bundle": ("kubemaas_runtime.generation.bundle_cli", "write model.json for an onnxruntime-genai model folder"),
     "compress": ("kubemaas_runtime.compression.cli", "build, measure and select compressed variants"),
+    "students": ("kubemaas_runtime.training.students.cli", "prune or distil a trained bundle into a student bundle"),
     "demo": ("kubemaas_runtime.demo", "train -> compress -> serve locally, no cluster needed"),
     "operator": ("kubemaas_operator.cli", "run the kopf operator for TrainingJob and ModelService"),
 }
