@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kubemaas-installed
 
-.PHONY: demo test lint cluster-binaries dev-cluster bench kind-e2e docs clean venv
+.PHONY: demo test lint cluster-binaries node-binaries images e2e dev-cluster bench kind-e2e docs clean venv
 
 venv: $(STAMP)
 
@@ -21,6 +21,18 @@ demo: venv
 
 cluster-binaries:
 	bash tests/cluster/build.sh
+
+# kubelet, kube-proxy and CoreDNS for the real Node of `make e2e` (keyed apart from the above).
+node-binaries:
+	bash tests/cluster/build.sh --node
+
+# The Dockerfile's images (podman, mmdebstrap base) for `make e2e`, tagged by content hash.
+images:
+	bash tests/cluster/images.sh operator serving training pause
+
+# The whole lineage in real pods on a real Node (root + apt; skips elsewhere, fails under CI=true).
+e2e: venv
+	bash tests/e2e/run.sh
 
 lint: venv
 	$(BIN)/ruff check .

@@ -29,7 +29,7 @@ from kubemaas_runtime.cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
-FINAL_STAGES = ("operator", "runtime")
+FINAL_STAGES = ("operator", "serving", "training")
 COMPILERS = ("gcc", "g++", "clang", "build-essential", "make", "cmake", "gfortran", "cc", "rustc", "cargo")
 
 
@@ -113,12 +113,24 @@ def exec_form(inst: Instruction) -> list[str]:
     return [str(v) for v in value]
 
 
-def test_both_targets_exist_and_runtime_is_the_default(
+def test_every_target_exists_and_training_is_the_default(
     dockerfile: tuple[list[Instruction], dict[str, Stage]],
 ) -> None:
     _, stages = dockerfile
     assert set(FINAL_STAGES) <= set(stages)
-    assert list(stages)[-1] == "runtime"
+    assert list(stages)[-1] == "training"
+
+
+def test_serving_image_has_no_torch(dockerfile: tuple[list[Instruction], dict[str, Stage]]) -> None:
+    """Serving pods start fast and scale cheaply: no stage they are built from installs torch."""
+    _, stages = dockerfile
+    for stage in [*lineage(stages, "serving"), *lineage(stages, "serving-venv")]:
+        for inst in stage.body:
+            if inst.keyword == "RUN":
+                assert "torch-requirements" not in inst.args, f"line {inst.line} installs torch"
+                assert "[train]" not in inst.args, f"line {inst.line} installs the train extra"
+    copies = [i.args.split()[0] for i in stages["serving"].body if i.keyword == "COPY"]
+    assert copies == ["--from=serving-venv"]
 
 
 def test_base_image_is_a_pinnable_slim_python_tag(
@@ -158,9 +170,12 @@ def test_final_stage_has_no_build_tools(
     copies = [i for i in stages[target].body if i.keyword == "COPY"]
     assert copies, f"{target} copies nothing"
     for inst in copies:
-        assert inst.args.split()[1:] == ["/opt/kubemaas", "/opt/kubemaas"], (
-            f"line {inst.line}: a final stage copies only the built virtual environment"
-        )
+        if target == "training":  # installs in place: torch first, then the wheel
+            assert inst.args.split()[0] == "--from=wheel", f"line {inst.line}: copy only built wheels"
+        else:
+            assert inst.args.split()[1:] == ["/opt/kubemaas", "/opt/kubemaas"], (
+                f"line {inst.line}: a final stage copies only the built virtual environment"
+            )
 
 
 def test_no_healthcheck(dockerfile: tuple[list[Instruction], dict[str, Stage]]) -> None:
@@ -228,7 +243,9 @@ def test_requirement_scripts_select_pyproject_lines(
     operator_lines, torch_lines = outputs
     assert set(operator_lines) <= set(project["dependencies"])
     assert len(operator_lines) == len(operator_deps.split())
-    assert torch_lines == [d for d in project["optional-dependencies"]["train"] if d.startswith("torch")]
+    assert torch_lines == [
+        d for d in project["optional-dependencies"]["train"] if re.split(r"[ <>=!~;\[]", d, maxsplit=1)[0] == "torch"
+    ]
     assert len(torch_lines) == 1
 
 
@@ -317,12 +334,15 @@ def test_operator_image_installs_everything_the_operator_imports(
     dockerfile: tuple[list[Instruction], dict[str, Stage]],
 ) -> None:
     instructions, _ = dockerfile
-    declared = {n.lower() for n in global_args(instructions)["OPERATOR_DEPS"].split()}
+    def canonical(name: str) -> str:  # PEP 503: prometheus_client == prometheus-client
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    declared = {canonical(n) for n in global_args(instructions)["OPERATOR_DEPS"].split()}
     # `kubemaas operator` imports only kubemaas_runtime.cli, then the operator package.
     dists = importlib.metadata.packages_distributions()
     missing = {}
     for module, path in operator_third_party_imports().items():
-        names = {d.lower() for d in dists.get(module, [module])}
+        names = {canonical(d) for d in dists.get(module, [module])}
         if not names & declared:
             missing[module] = str(path.relative_to(ROOT))
     assert missing == {}, f"add their distributions to OPERATOR_DEPS in the Dockerfile: {missing}"
@@ -335,7 +355,7 @@ def test_torch_comes_from_the_cpu_index_by_default(
     args = global_args(instructions)
     assert args["TORCH_VARIANT"] == "cpu"
     assert args["TORCH_INDEX_URL"].endswith("/whl/cpu")
-    run = "\n".join(i.args for i in stages["runtime-venv"].body if i.keyword == "RUN")
+    run = "\n".join(i.args for i in stages["training"].body if i.keyword == "RUN")
     assert '--index-url "$TORCH_INDEX_URL"' in run
     assert "TORCH_VARIANT must be cpu or cuda" in run
 

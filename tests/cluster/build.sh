@@ -1,19 +1,34 @@
 #!/usr/bin/env bash
 # Builds the test control plane's binaries from the Go modules pinned beside this
 # script: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
-# kwok and helm.
+# kwok and helm. With --node, builds instead the real Node's binaries for `make e2e`:
+# kubelet and kube-proxy (module node/, the same k8s.io/kubernetes release) and
+# CoreDNS (module coredns/).
 #
-# Output: ~/.cache/kubemaas/k8s-<version>-<pin hash>/bin, or $KUBEMAAS_K8S_BIN_DIR.
-# The pin hash covers every go.mod/go.sum here, so a new pin gets a new directory
-# and an unchanged pin is a no-op (tests/cluster/harness.py computes the same
-# path). After changing only the flags below, delete the directory to rebuild. A binary is moved into place only after its build
-# succeeded, so an interrupted run never leaves a half-written binary behind.
+# Output: ~/.cache/kubemaas/k8s-<version>-<pin hash>/bin, or $KUBEMAAS_K8S_BIN_DIR;
+# with --node, ~/.cache/kubemaas/node-<version>-<node pin hash>/bin, or
+# $KUBEMAAS_NODE_BIN_DIR. The pin hash covers every go.mod/go.sum of that set of
+# modules, so a new pin gets a new directory and an unchanged pin is a no-op
+# (tests/cluster/harness.py and tests/cluster/node.py compute the same paths); the two
+# sets are keyed apart, so adding node binaries never rebuilds the control plane.
+# After changing only the flags below, delete the directory to rebuild. A binary is
+# moved into place only after its build succeeded, so an interrupted run never leaves
+# a half-written binary behind.
 #
-# Usage: bash tests/cluster/build.sh [--print-bin-dir]
+# Usage: bash tests/cluster/build.sh [--node] [--print-bin-dir]
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-modules=(k8s etcd kwok helm)
+node=false
+if [[ "${1:-}" == "--node" ]]; then
+  node=true
+  shift
+fi
+if $node; then
+  modules=(node coredns)
+else
+  modules=(k8s etcd kwok helm)
+fi
 
 die() {
   echo "build.sh: error: $*" >&2
@@ -29,8 +44,14 @@ done
 # Keep in step with harness.k8s_version(): the k8s.io/kubernetes requirement.
 k8s_version="$(sed -nE 's#^[[:space:]]*(require[[:space:]]+)?k8s\.io/kubernetes[[:space:]]+(v[0-9][^[:space:]]*).*#\2#p' "$here/k8s/go.mod" | head -n1)"
 [[ -n "$k8s_version" ]] || die "no k8s.io/kubernetes requirement in $here/k8s/go.mod"
+node_k8s_version="$(sed -nE 's#^[[:space:]]*(require[[:space:]]+)?k8s\.io/kubernetes[[:space:]]+(v[0-9][^[:space:]]*).*#\2#p' "$here/node/go.mod" | head -n1)"
+[[ "$node_k8s_version" == "$k8s_version" ]] || die "node/go.mod pins k8s.io/kubernetes $node_k8s_version but k8s/go.mod pins $k8s_version: keep them equal"
 pin_hash="$(cat "${pin_files[@]}" | sha256sum | cut -c1-12)"
-bin_dir="${KUBEMAAS_K8S_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubemaas/k8s-$k8s_version-$pin_hash/bin}"
+if $node; then
+  bin_dir="${KUBEMAAS_NODE_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubemaas/node-$k8s_version-$pin_hash/bin}"
+else
+  bin_dir="${KUBEMAAS_K8S_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubemaas/k8s-$k8s_version-$pin_hash/bin}"
+fi
 
 if [[ "${1:-}" == "--print-bin-dir" ]]; then
   echo "$bin_dir"
@@ -62,15 +83,23 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
 done
 
 # name|module dir|package|ldflags
-targets=(
-  "etcd|etcd|go.etcd.io/etcd/server/v3|-s -w"
-  "kube-apiserver|k8s|k8s.io/kubernetes/cmd/kube-apiserver|$kube_ldflags"
-  "kube-controller-manager|k8s|k8s.io/kubernetes/cmd/kube-controller-manager|$kube_ldflags"
-  "kube-scheduler|k8s|k8s.io/kubernetes/cmd/kube-scheduler|$kube_ldflags"
-  "kubectl|k8s|k8s.io/kubernetes/cmd/kubectl|$kube_ldflags"
-  "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|-s -w"
-  "helm|helm|helm.sh/helm/v3/cmd/helm|$helm_ldflags"
-)
+if $node; then
+  targets=(
+    "kubelet|node|k8s.io/kubernetes/cmd/kubelet|$kube_ldflags"
+    "kube-proxy|node|k8s.io/kubernetes/cmd/kube-proxy|$kube_ldflags"
+    "coredns|coredns|github.com/coredns/coredns|-s -w"
+  )
+else
+  targets=(
+    "etcd|etcd|go.etcd.io/etcd/server/v3|-s -w"
+    "kube-apiserver|k8s|k8s.io/kubernetes/cmd/kube-apiserver|$kube_ldflags"
+    "kube-controller-manager|k8s|k8s.io/kubernetes/cmd/kube-controller-manager|$kube_ldflags"
+    "kube-scheduler|k8s|k8s.io/kubernetes/cmd/kube-scheduler|$kube_ldflags"
+    "kubectl|k8s|k8s.io/kubernetes/cmd/kubectl|$kube_ldflags"
+    "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|-s -w"
+    "helm|helm|helm.sh/helm/v3/cmd/helm|$helm_ldflags"
+  )
+fi
 
 mkdir -p "$bin_dir" || die "cannot create $bin_dir"
 echo "build.sh: Kubernetes $k8s_version, pin $pin_hash -> $bin_dir"

@@ -54,6 +54,8 @@ from cryptography.x509.oid import NameOID
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from tests.cluster.certificates import issue_certificate
+
 CLUSTER_DIR = Path(__file__).resolve().parent
 REPO_ROOT = CLUSTER_DIR.parent.parent
 CRDS_DIR = REPO_ROOT / "crds"
@@ -225,7 +227,8 @@ class _Pki:
     sa_pub: Path
 
     @classmethod
-    def create(cls, directory: Path) -> _Pki:
+    def create(cls, directory: Path, extra_ips: Sequence[str] = ()) -> _Pki:
+        """Generate them under `directory`; `extra_ips` become IP SANs of the serving cert."""
         directory.mkdir(parents=True, exist_ok=True)
         now = datetime.datetime.now(datetime.UTC)
         not_before = now - datetime.timedelta(hours=1)
@@ -271,6 +274,7 @@ class _Pki:
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
             x509.IPAddress(ipaddress.ip_address("::1")),
             x509.IPAddress(first_service_ip),
+            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
         ]
         serving_cert = (
             x509.CertificateBuilder()
@@ -345,8 +349,13 @@ class ControlPlane:
         timeout: float = 90.0,
         verbosity: int = 1,
         keep_work_dir: bool | None = None,
+        node_ip: str | None = None,
     ) -> None:
         self.bin_dir = bin_dir or default_bin_dir()
+        # With a node_ip (tests/cluster/node.py's real Node), the API server listens and
+        # advertises there instead of on loopback, so that pods reach it through the
+        # `kubernetes` Service, and kwok is not started: a real kubelet registers the Node.
+        self.node_ip = node_ip
         self.full = full
         self.crds_dir = crds_dir
         self.timeout = timeout
@@ -461,10 +470,18 @@ class ControlPlane:
     def _start_controllers_once(self) -> None:
         self._start_controller_manager()
         self._start_scheduler()
-        self._start_kwok()
-        self._register_kwok_node()
+        if self.node_ip is None:
+            self._start_kwok()
+            self._register_kwok_node()
         self._wait_healthz(CONTROLLER_MANAGER)
         self._wait_healthz(SCHEDULER)
+        if self.node_ip is not None:
+            self._wait(
+                CONTROLLER_MANAGER,
+                "the ServiceAccount default/default (serviceaccount controller)",
+                lambda: self._get_json("/api/v1/namespaces/default/serviceaccounts/default") is not None,
+            )
+            return
         self._wait(
             KWOK,
             f"kwok to mark Node {KWOK_NODE_NAME} Ready",
@@ -510,6 +527,18 @@ class ControlPlane:
             input=input,
             timeout=timeout,
         )
+
+    @property
+    def ca_cert(self) -> Path:
+        """The cluster CA's certificate (PEM); it also signs client certificates the API server accepts."""
+        assert self._pki is not None, "start() first"
+        return self._pki.ca_cert
+
+    @property
+    def ca_key(self) -> Path:
+        """The cluster CA's private key (PEM), for issuing node and client certificates."""
+        assert self._pki is not None, "start() first"
+        return self._pki.ca_key
 
     def api_client(self) -> k8s_client.ApiClient:
         """A new kubernetes.client.ApiClient authenticated as the admin."""
@@ -596,7 +625,7 @@ class ControlPlane:
                 )
             self.work_dir.mkdir(parents=True, exist_ok=True)
         (self.work_dir / "logs").mkdir(exist_ok=True)
-        self._pki = _Pki.create(self.work_dir / "pki")
+        self._pki = _Pki.create(self.work_dir / "pki", [self.node_ip] if self.node_ip else [])
 
         names = ("etcd-client", "etcd-peer", APISERVER, CONTROLLER_MANAGER, SCHEDULER)
         ports = dict(zip(names, free_ports(len(names)), strict=True))
@@ -607,7 +636,7 @@ class ControlPlane:
                 )
             ports[APISERVER] = self._requested_api_port
         self._ports = ports
-        self.server = f"https://127.0.0.1:{ports[APISERVER]}"
+        self.server = f"https://{self.node_ip or '127.0.0.1'}:{ports[APISERVER]}"
 
         identities = {
             ADMIN_USER: "system:masters",
@@ -707,12 +736,33 @@ class ControlPlane:
     def _start_apiserver(self) -> None:
         assert self._pki is not None
         pki = self._pki
+        if self.node_ip is None:
+            # The `kubernetes` Service would get 127.0.0.1 as its endpoint, which
+            # Endpoints validation rejects (loopback); nothing in-cluster dials it here.
+            address, node_args = "127.0.0.1", ["--endpoint-reconciler-type=none"]
+        else:
+            address = self.node_ip
+            client_cert, client_key = issue_certificate(
+                pki.ca_cert,
+                pki.ca_key,
+                self.work_dir / "pki" / "apiserver-kubelet-client",
+                common_name="kube-apiserver-kubelet-client",
+                organization="system:masters",
+                client=True,
+            )
+            node_args = [
+                f"--kubelet-client-certificate={client_cert}",
+                f"--kubelet-client-key={client_key}",
+                f"--kubelet-certificate-authority={pki.ca_cert}",
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
         self._spawn(
             APISERVER,
             [
                 f"--etcd-servers=http://127.0.0.1:{self._ports['etcd-client']}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={address}",
+                f"--advertise-address={address}",
+                *node_args,
                 f"--secure-port={self._ports[APISERVER]}",
                 f"--cert-dir={self.work_dir / 'apiserver'}",
                 f"--tls-cert-file={pki.serving_cert}",
@@ -725,9 +775,6 @@ class ControlPlane:
                 f"--service-account-signing-key-file={pki.sa_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
-                # The `kubernetes` Service would get 127.0.0.1 as its endpoint, which
-                # Endpoints validation rejects (loopback); nothing in-cluster dials it here.
-                "--endpoint-reconciler-type=none",
                 "--profiling=false",
                 f"--v={self.verbosity}",
             ],
