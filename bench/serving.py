@@ -430,8 +430,9 @@ def main(argv: list[str] | None = None) -> int:
             # cap that ignores the measurement does.
             for batching, max_batch, auto in (("off", "1", "true"), ("on", "32", "true"), ("8 fixed", "8", "false")):
                 port = free_port()
+                # Bare graphs declare no batch axis; both bench models have independent rows on axis 0.
                 env = {**os.environ, "KUBEMAAS_MAX_BATCH_SIZE": max_batch, "KUBEMAAS_AUTO_BATCH_SIZE": auto,
-                       "KUBEMAAS_LOG_LEVEL": "warning"}
+                       "KUBEMAAS_BATCH_AXIS": "0", "KUBEMAAS_LOG_LEVEL": "warning"}
                 procs.append(subprocess.Popen(
                     pinned([sys.executable, "-m", "kubemaas_runtime.cli", "serve", "--model-dir", str(directory),
                             "--name", model, "--host", "127.0.0.1", "--port", str(port)]),

@@ -1,77 +1,73 @@
-"""The app factory: ``create_app(settings, model) -> FastAPI``."""
+"""The app factory: ``create_app(settings, model) -> ServingApp``, a plain ASGI application.
+
+Every route lives in one ``Router`` (v2, v1, metrics) behind one ``Gateway``; the app itself
+only adds the ASGI lifespan (start the data plane, warm up; stop it on shutdown).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import logging
+from types import SimpleNamespace
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException
-from starlette.responses import Response
-
+from kubemaas_runtime.serving.asgi import Receive, Scope, Send
 from kubemaas_runtime.serving.dataplane import DataPlane
-from kubemaas_runtime.serving.errors import ServingError, error_body, error_headers
-from kubemaas_runtime.serving.fastpath import HotRoutes, ServingApp
 from kubemaas_runtime.serving.middleware import Gateway
-from kubemaas_runtime.serving.model import ServedModel
+from kubemaas_runtime.serving.model import Model
+from kubemaas_runtime.serving.routes import Call, Reply, Router
 from kubemaas_runtime.serving.settings import ServingSettings
 from kubemaas_runtime.serving.v1 import register_v1_routes
 from kubemaas_runtime.serving.v2 import register_v2_routes
 
-
-def error_response(exc: ServingError) -> Response:
-    """The one mapping from an error to ``{"error": "..."}`` with its status and headers."""
-    headers = {k.decode(): v.decode() for k, v in error_headers(exc)}
-    return Response(error_body(exc.message), status_code=exc.status_code, headers=headers)
+log = logging.getLogger(__name__)
 
 
-async def _serving_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServingError)
-    return error_response(exc)
+def register_metrics_route(router: Router, plane: DataPlane) -> None:
+    """``GET /metrics``: Prometheus text format."""
+
+    async def metrics(_: Call) -> Reply:
+        return Reply(plane.metrics.render(), content_type=plane.metrics.content_type.encode())
+
+    router.add("GET", "/metrics", metrics)
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
-    """Routing errors (unknown path, wrong method) in the same ``{"error": ...}`` shape."""
-    assert isinstance(exc, HTTPException)
-    return Response(
-        error_body(str(exc.detail)), status_code=exc.status_code, media_type="application/json", headers=exc.headers
-    )
+class ServingApp:
+    """The ASGI app; ``state.plane`` is its data plane, ``router`` its routes."""
+
+    def __init__(self, plane: DataPlane, router: Router, token: str | None) -> None:
+        self.state = SimpleNamespace(plane=plane)
+        self.router = router
+        self.gateway = Gateway(router, plane, token)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.gateway(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        plane: DataPlane = self.state.plane
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await plane.start()
+                except Exception as exc:  # reported to the server, which then exits non-zero
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await plane.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
-async def _validation_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-    return Response(error_body(problems), status_code=400, media_type="application/json")
-
-
-def register_metrics_route(app: FastAPI, plane: DataPlane) -> None:
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(plane.metrics.render(), media_type=plane.metrics.content_type)
-
-
-def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
+def create_app(settings: ServingSettings, model: Model) -> ServingApp:
+    """The serving app for one model. Raises ``ValueError`` for an unusable token setting."""
     plane = DataPlane(settings, model)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await plane.start()
-        try:
-            yield
-        finally:
-            await plane.stop()
-
-    app = ServingApp(
-        title=f"kubemaas: {model.name}", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
-    )
-    app.state.plane = plane
-    app.add_exception_handler(ServingError, _serving_error)
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    hot = {**register_v2_routes(app, plane), **register_v1_routes(app, plane)}
-    register_metrics_route(app, plane)
-    token = settings.bearer_token()
-    app.add_middleware(Gateway, plane=plane, token=token, max_body_bytes=settings.max_body_bytes)
-    app.hot = Gateway(HotRoutes(hot), plane, token, settings.max_body_bytes, render_errors=True)
-    return app
+    router = Router()
+    register_v2_routes(router, plane)
+    register_v1_routes(router, plane)
+    register_metrics_route(router, plane)
+    return ServingApp(plane, router, settings.bearer_token())

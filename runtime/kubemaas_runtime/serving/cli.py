@@ -6,13 +6,30 @@ Flags override the ``KUBEMAAS_*`` environment (``ServingSettings``); nothing hap
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from kubemaas_runtime.bundle import BundleError
+from kubemaas_runtime.training.progress import TERMINATION_LIMIT
+
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def report_failure(message: str, termination_log: Path | str = TERMINATION_LOG) -> None:
+    """Write ``kubemaas serve: <message>`` to stderr and, where its directory is writable, to
+    the pod's termination message (the operator shows it as the ModelService's reason)."""
+    text = f"kubemaas serve: {message}"
+    sys.stderr.write(text + "\n")
+    path = Path(termination_log)
+    if path.parent.is_dir() and os.access(path.parent, os.W_OK):
+        with contextlib.suppress(OSError):
+            path.write_text(text[: TERMINATION_LIMIT - 1])
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +37,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", dest="model_name", help="served model name (default: manifest name, else directory name)")
     parser.add_argument("--host", help="listen address (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="listen port (default 8080)")
-    parser.add_argument("--max-batch-size", type=int, dest="max_batch_size", help="rows per batch; 1 disables batching")
+    parser.add_argument("--batch-axis", type=int, dest="batch_axis",
+                        help="axis along which requests may be merged, for a model whose model.json declares no "
+                             "batchAxis (default: never merge such a model)")
+    parser.add_argument("--max-batch-size", type=int, dest="max_batch_size",
+                        help="most rows per merged call; 1 disables merging (never enables it)")
     parser.add_argument(
         "--auto-batch-size", action=argparse.BooleanOptionalAction, dest="auto_batch_size", default=None,
         help="time ONNX Runtime at warm-up and cap batches at the best size (default on)",
@@ -50,18 +71,25 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = ServingSettings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors())
+        report_failure(f"invalid settings: {problems}")
+        return 2
+    try:
         settings.bearer_token()  # fail now on an unreadable or empty token file
         model = load_model(
             settings.model_dir,
             settings.model_name,
+            batch_axis=settings.batch_axis,
             intra_op_threads=settings.intra_op_threads,
             inter_op_threads=settings.inter_op_threads,
         )
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors())
-        sys.stderr.write(f"kubemaas serve: invalid settings: {problems}\n")
-        return 2
     except (BundleError, ValueError) as exc:
-        sys.stderr.write(f"kubemaas serve: {exc}\n")
+        report_failure(str(exc), settings.termination_log)
         return 1
-    return serve(create_app(settings, model), settings)
+    app = create_app(settings, model)
+    code = serve(app, settings)
+    if code != 0:
+        plane = app.state.plane
+        report_failure(plane.fatal or "the server did not start (see the log above)", settings.termination_log)
+    return code

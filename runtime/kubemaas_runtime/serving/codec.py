@@ -7,6 +7,7 @@ tensor in one call, and validation is a handful of comparisons against the model
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from dataclasses import dataclass
@@ -15,11 +16,15 @@ from typing import Any
 import numpy as np
 import orjson
 
-from kubemaas_runtime.serving.datatypes import INTEGER_KINDS, V2_TO_NUMPY
+from kubemaas_runtime.serving.datatypes import V2_TO_NUMPY, coerce
 from kubemaas_runtime.serving.errors import InvalidInput
-from kubemaas_runtime.serving.model import ServedModel, Tensor
+from kubemaas_runtime.serving.model import Model, Tensor
 
 JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
+
+REFUSED_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end", "priority", "timeout")
+"""Request parameters that change what a request means (Triton's sequence batcher, scheduling)
+and that this server does not implement: refused with 400 rather than silently ignored."""
 
 
 @dataclass
@@ -33,14 +38,20 @@ class InferRequest:
     id: str | None
     inputs: dict[str, np.ndarray]
     outputs: list[RequestedOutput]
-    rows: int
-    """Size of the leading (batch) axis shared by every input."""
 
 
 def parse_json(raw: bytes | memoryview, what: str = "request body") -> Any:
+    """Parse JSON, accepting the ``NaN``, ``Infinity`` and ``-Infinity`` tokens Triton (rapidjson)
+    and Python's json module read and write. Raises ``InvalidInput`` naming ``what``."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        data = bytes(raw)
+        if b"NaN" in data or b"Infinity" in data:  # orjson refuses them; the stdlib reads them
+            try:
+                return json.loads(data)
+            except ValueError:
+                pass
         raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
 
 
@@ -59,33 +70,11 @@ def _check_shape(spec: Tensor, shape: Any, where: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _from_json(spec: Tensor, data: Any, shape: tuple[int, ...], where: str) -> np.ndarray:
-    if not isinstance(data, list):
-        data = [data]
-    dtype = spec.dtype
-    try:
-        if spec.datatype == "BYTES":
-            arr = np.array(data, dtype=object)
-            flat = arr.reshape(-1)
-            if not all(isinstance(v, str) for v in flat):
-                raise InvalidInput(f"{where}.data: BYTES elements must be strings")
-        elif dtype.kind in INTEGER_KINDS:
-            arr = np.asarray(data)
-            if arr.dtype.kind not in INTEGER_KINDS and arr.size:
-                raise InvalidInput(f"{where}.data must hold {spec.datatype} values (integers), got {arr.dtype} values")
-            arr = arr.astype(dtype, copy=False)
-        elif data and type(data[0]) is float and dtype.kind == "f":
-            # Flat float data (what clients send): np.fromiter skips asarray's nesting probe.
-            # Anything else in the list makes it raise, and asarray then gives the message.
-            try:
-                arr = np.fromiter(data, dtype=dtype, count=len(data))
-            except (ValueError, TypeError):
-                arr = np.asarray(data, dtype=dtype)
-        else:
-            arr = np.asarray(data, dtype=dtype)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"{where}.data cannot be read as {spec.datatype}: {exc}") from None
+def _from_json(spec: Tensor, data: Any, shape: tuple[int, ...], where: str, budget: int) -> np.ndarray:
     expected = math.prod(shape)
+    if expected > budget:  # every JSON element takes at least one byte: refuse before building
+        raise InvalidInput(f"{where}.shape {list(shape)} needs {expected} elements; the body cannot hold them")
+    arr = coerce(data if isinstance(data, list) else [data], spec.datatype, f"{where}.data")
     if arr.size != expected:
         raise InvalidInput(f"{where}.data has {arr.size} elements but shape {list(shape)} needs {expected}")
     return arr.reshape(shape)
@@ -112,6 +101,11 @@ def _bytes_from_binary(raw: memoryview, count: int, where: str) -> np.ndarray:
 def _from_binary(spec: Tensor, raw: memoryview, shape: tuple[int, ...], where: str) -> np.ndarray:
     count = math.prod(shape)
     if spec.datatype == "BYTES":
+        if count * 4 > len(raw):  # each element carries a 4-byte length: refuse before allocating
+            raise InvalidInput(
+                f"{where}.parameters.binary_data_size is {len(raw)} bytes, too few for the {count} BYTES "
+                f"elements of shape {list(shape)} (4 bytes of length each at least)"
+            )
         return _bytes_from_binary(raw, count, where).reshape(shape)
     expected = count * spec.dtype.itemsize
     if len(raw) != expected:
@@ -122,8 +116,33 @@ def _from_binary(spec: Tensor, raw: memoryview, shape: tuple[int, ...], where: s
     return arr if arr.flags.aligned else arr.copy()
 
 
-def decode_infer(body: bytes, header_length: int | None, model: ServedModel) -> InferRequest:
-    """Parse and validate a v2 infer request (JSON, or JSON header + binary tensors)."""
+def _request_parameters(doc: dict[str, Any]) -> dict[str, Any]:
+    params = doc.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidInput(f"'parameters' must be an object, got {type(params).__name__}")
+    refused = [k for k in REFUSED_PARAMETERS if k in params]
+    if refused:
+        raise InvalidInput(
+            f"request parameters {refused} are not supported by this server (no sequence batching, "
+            "priorities or per-request timeouts); remove them"
+        )
+    return params
+
+
+def _flag(params: dict[str, Any], key: str, default: bool, where: str) -> bool:
+    value = params.get(key, default)
+    if type(value) is not bool:
+        raise InvalidInput(f"{where}.{key} must be true or false, got {value!r}")
+    return value
+
+
+def decode_infer(body: bytes, header_length: int | None, model: Model) -> InferRequest:
+    """Parse and validate a v2 infer request (JSON, or JSON header + binary tensors).
+
+    Raises ``InvalidInput`` naming the field and the value for anything malformed; element
+    counts are checked against the body before any tensor is allocated."""
     view = memoryview(body)
     if header_length is not None:
         if header_length < 0 or header_length > len(body):
@@ -141,9 +160,10 @@ def decode_infer(body: bytes, header_length: int | None, model: ServedModel) -> 
     req_id = doc.get("id")
     if req_id is not None and not isinstance(req_id, str):
         raise InvalidInput(f"'id' must be a string, got {req_id!r}")
+    request_params = _request_parameters(doc)
     offset = header_length if header_length is not None else len(body)
     inputs: dict[str, np.ndarray] = {}
-    index = model.input_index
+    index = model.signature.input_index
     for i, item in enumerate(raw_inputs):
         where = f"inputs[{i}]"
         if not isinstance(item, dict):
@@ -157,12 +177,14 @@ def decode_infer(body: bytes, header_length: int | None, model: ServedModel) -> 
             raise InvalidInput(f"{where} is given twice")
         datatype = item.get("datatype")
         if datatype != spec.datatype:
-            if datatype not in V2_TO_NUMPY:
+            if not isinstance(datatype, str) or datatype not in V2_TO_NUMPY:
                 raise InvalidInput(f"{where}: datatype {datatype!r} is not a v2 datatype this server supports")
             raise InvalidInput(f"{where}: datatype {datatype} does not match the model's {spec.datatype}")
         shape = _check_shape(spec, item.get("shape"), where)
         params = item.get("parameters")
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if params is not None and not isinstance(params, dict):
+            raise InvalidInput(f"{where}.parameters must be an object, got {type(params).__name__}")
+        size = params.get("binary_data_size") if params else None
         if size is not None:
             if header_length is None:
                 raise InvalidInput(f"{where} has binary_data_size but the request has no Inference-Header-Content-Length")
@@ -171,7 +193,7 @@ def decode_infer(body: bytes, header_length: int | None, model: ServedModel) -> 
             inputs[name] = _from_binary(spec, view[offset : offset + size], shape, where)
             offset += size
         elif "data" in item:
-            inputs[name] = _from_json(spec, item["data"], shape, where)
+            inputs[name] = _from_json(spec, item["data"], shape, where, len(body))
         else:
             raise InvalidInput(f"{where} has neither data nor parameters.binary_data_size")
     if offset != len(body):
@@ -181,41 +203,35 @@ def decode_infer(body: bytes, header_length: int | None, model: ServedModel) -> 
         raise InvalidInput(f"model {model.name!r} needs inputs {missing}, which the request lacks")
     if len(inputs) > 1:
         inputs = {n: inputs[n] for n in index}  # the model's order, so merge keys compare equal
-    rows = _rows(inputs, model)
-    return InferRequest(req_id, inputs, _requested_outputs(doc, model), rows)
+    return InferRequest(req_id, inputs, _requested_outputs(doc, request_params, model))
 
 
-def _rows(inputs: dict[str, np.ndarray], model: ServedModel) -> int:
-    if not model.batchable:
-        return 1
-    if len(inputs) == 1:
-        return int(next(iter(inputs.values())).shape[0])
-    rows = {a.shape[0] for a in inputs.values()}
-    if len(rows) != 1:
-        raise InvalidInput(f"inputs disagree on the batch size (leading dimension): {sorted(rows)}")
-    return int(rows.pop())
-
-
-def _requested_outputs(doc: dict[str, Any], model: ServedModel) -> list[RequestedOutput]:
-    params = doc.get("parameters")
-    binary_default = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
+def _requested_outputs(doc: dict[str, Any], params: dict[str, Any], model: Model) -> list[RequestedOutput]:
+    signature = model.signature
+    binary_default = _flag(params, "binary_data_output", False, "parameters")
     raw = doc.get("outputs")
     if raw is None or raw == []:
-        return [RequestedOutput(n, binary_default) for n in model.output_names]
+        return [RequestedOutput(n, binary_default) for n in signature.output_names]
     if not isinstance(raw, list):
         raise InvalidInput(f"'outputs' must be a list, got {type(raw).__name__}")
     wanted = []
     for i, item in enumerate(raw):
-        name = item.get("name") if isinstance(item, dict) else None
-        if name not in model.output_index:
+        if not isinstance(item, dict):
+            raise InvalidInput(f"outputs[{i}] must be an object with a name, got {type(item).__name__}")
+        name = item.get("name")
+        if not isinstance(name, str) or name not in signature.output_index:
             raise InvalidInput(
-                f"outputs[{i}].name {name!r} is not an output of model {model.name!r}; outputs are {model.output_names}"
+                f"outputs[{i}].name {name!r} is not an output of model {model.name!r}; "
+                f"outputs are {signature.output_names}"
             )
         p = item.get("parameters")
-        if isinstance(p, dict) and "classification" in p:
+        if p is None:
+            p = {}
+        elif not isinstance(p, dict):
+            raise InvalidInput(f"outputs[{i}].parameters must be an object, got {type(p).__name__}")
+        if "classification" in p:
             raise InvalidInput(f"outputs[{i}]: the classification extension is not supported")
-        binary = bool(p.get("binary_data", binary_default)) if isinstance(p, dict) else binary_default
-        wanted.append(RequestedOutput(name, binary))
+        wanted.append(RequestedOutput(name, _flag(p, "binary_data", binary_default, f"outputs[{i}].parameters")))
     return wanted
 
 
@@ -230,18 +246,30 @@ def _binary_bytes(arr: np.ndarray) -> bytes:
     return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
 
 
+def nonfinite_json(flat: np.ndarray) -> orjson.Fragment:
+    """A flat float array as JSON with ``NaN``, ``Infinity`` and ``-Infinity`` where orjson would
+    write ``null`` (what Triton writes and Python's json module reads back)."""
+    bad = ~np.isfinite(flat)
+    tokens = orjson.dumps(np.where(bad, 0, flat), option=JSON_OPTS)[1:-1].split(b",")
+    for i in np.flatnonzero(bad):
+        v = flat[i]
+        tokens[i] = b"NaN" if np.isnan(v) else (b"Infinity" if v > 0 else b"-Infinity")
+    return orjson.Fragment(b"[" + b",".join(tokens) + b"]")
+
+
 def _json_data(arr: np.ndarray) -> Any:
     flat = arr.reshape(-1)
-    if flat.dtype == np.float16:
-        return flat.astype(np.float32)
     if flat.dtype == object or flat.dtype.kind in "US":
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat]
+    if flat.dtype.kind == "f":
+        if flat.dtype == np.float16:
+            flat = flat.astype(np.float32)
+        if not np.isfinite(flat).all():
+            return nonfinite_json(flat)
     return flat
 
 
-def encode_infer(
-    model: ServedModel, request: InferRequest, outputs: dict[str, np.ndarray]
-) -> tuple[bytes, int | None]:
+def encode_infer(model: Model, request: InferRequest, outputs: dict[str, np.ndarray]) -> tuple[bytes, int | None]:
     """The response body and, when any output is binary, the JSON header's length."""
     doc: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if request.id is not None:
@@ -250,7 +278,7 @@ def encode_infer(
     blobs = []
     for want in request.outputs:
         arr = outputs[want.name]
-        spec = model.output_index[want.name]
+        spec = model.signature.output_index[want.name]
         entry: dict[str, Any] = {"name": want.name, "datatype": spec.datatype, "shape": list(arr.shape)}
         if want.binary:
             blob = _binary_bytes(arr)

@@ -42,6 +42,12 @@ class MethodNotAllowed(ServingError):
     status_code = 405
 
 
+class RequestTimeout(ServingError):
+    """The client did not send its whole body in time."""
+
+    status_code = 408
+
+
 class PayloadTooLarge(ServingError):
     status_code = 413
 
@@ -67,7 +73,13 @@ class Overloaded(Unavailable):
         super().__init__(message, {"retry-after": str(retry_after_s)})
 
 
+CLIENT_CLOSED = 499
+"""The status recorded (never sent) for a client that left before its answer (nginx's
+"client closed request"), so 5xx alerts count only the server's own failures."""
+
+
 def error_body(message: str) -> bytes:
+    """``{"error": message}`` as JSON bytes."""
     return orjson.dumps({"error": message})
 
 

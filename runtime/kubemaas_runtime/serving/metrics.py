@@ -12,6 +12,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class Metrics:
+    """The serving metrics of one model (``kubemaas_*``)."""
+
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self, model: str) -> None:
@@ -39,6 +41,15 @@ class Metrics:
             "kubemaas_max_batch_rows", "Most rows the batcher merges into one call (measured when auto)", ["model"],
             registry=self.registry,
         ).labels(model)
+        self.batch_reruns = Counter(
+            "kubemaas_batch_reruns", "Merged runs re-run one request at a time, by reason (failed: the merged "
+            "run raised; mismatch: its outputs did not keep the merged rows)", ["model", "reason"],
+            registry=self.registry,
+        )
+        self.buffered_bytes = Gauge(
+            "kubemaas_buffered_request_bytes", "Request-body bytes held in memory across all requests", ["model"],
+            registry=self.registry,
+        ).labels(model)
         self._counters: dict[tuple[str, int], Counter] = {}
         self._histograms: dict[str, Histogram] = {}
 
@@ -52,6 +63,12 @@ class Metrics:
         if hist is None:
             hist = self._histograms[route] = self.latency.labels(self.model, route)
         hist.observe(seconds)
+
+    def batch_reruns_by_reason(self, reason: str) -> None:
+        self.batch_reruns.labels(self.model, reason).inc()
+
+    def track_buffered_bytes(self, held: Callable[[], float]) -> None:
+        self.buffered_bytes.set_function(held)
 
     def track_queue(self, depth: Callable[[], float]) -> None:
         self.queue_depth.set_function(depth)

@@ -1,7 +1,10 @@
-"""The one ASGI middleware: request metrics, in-flight count, bearer auth, body-size pre-check.
+"""The gateway: the one place a request is routed, authenticated, answered and counted.
 
-Pure ASGI (no BaseHTTPMiddleware) so the hot path pays one function call and one ``send``
-wrapper per request.
+Pure ASGI (no framework middleware stack), so the hot path pays a route match, one endpoint
+call and one ``send`` pair. Errors from any endpoint become ``{"error": ...}`` with their
+status here; a client that left before its answer is counted as 499, never as a 5xx. While
+the server drains, every answer says ``Connection: close`` so pooled clients let go of the
+connection instead of sending on it as it closes.
 """
 
 from __future__ import annotations
@@ -9,40 +12,60 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+import zlib
 
-from kubemaas_runtime.serving.asgi import ASGIApp, Message, Receive, Scope, Send, header, send_body
+from kubemaas_runtime.serving.asgi import ClientGone, Receive, Scope, Send, header
 from kubemaas_runtime.serving.dataplane import DataPlane
 from kubemaas_runtime.serving.errors import (
+    CLIENT_CLOSED,
     InferenceFailed,
     PayloadTooLarge,
     ServingError,
     Unauthorized,
     error_body,
-    error_headers,
 )
+from kubemaas_runtime.serving.routes import Call, Reply, Router
 
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/metrics"})
 """Probes and scrapes never need the token."""
+COMPRESSIBLE = (b"application/json", b"application/octet-stream", b"text/plain")
 
 
-async def send_error(send: Send, exc: ServingError) -> None:
-    await send_body(send, exc.status_code, error_body(exc.message), extra=error_headers(exc)[1:])
+def _accepted_encoding(accept: bytes | None) -> bytes | None:
+    """gzip or deflate when ``Accept-Encoding`` lists it without ``q=0`` (gzip preferred)."""
+    if not accept:
+        return None
+    offered = set()
+    for item in accept.lower().split(b","):
+        coding, _, params = item.strip().partition(b";")
+        if params.replace(b" ", b"") in (b"q=0", b"q=0.0", b"q=0.00", b"q=0.000"):
+            continue
+        offered.add(coding.strip())
+    for coding in (b"gzip", b"deflate"):
+        if coding in offered:
+            return coding
+    return None
+
+
+def _compress(body: bytes, coding: bytes) -> bytes:
+    if coding == b"gzip":
+        c = zlib.compressobj(1, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    else:
+        c = zlib.compressobj(1, zlib.DEFLATED, zlib.MAX_WBITS)
+    return c.compress(body) + c.flush()
 
 
 class Gateway:
-    """``render_errors``: answer exceptions from ``app`` as ``{"error": ...}`` here (the hot path,
-    where FastAPI's exception handlers are skipped); otherwise let them propagate to FastAPI."""
+    """Routes to ``router``'s endpoints for ``plane``; ``token`` turns bearer auth on."""
 
-    def __init__(
-        self, app: ASGIApp, plane: DataPlane, token: str | None, max_body_bytes: int, render_errors: bool = False
-    ) -> None:
-        self.app = app
+    def __init__(self, router: Router, plane: DataPlane, token: str | None) -> None:
+        self.router = router
         self.plane = plane
-        self.render_errors = render_errors
         self.expected = f"Bearer {token}".encode() if token is not None else None
-        self.max_body_bytes = max_body_bytes
+        self.max_body_bytes = plane.settings.max_body_bytes
+        self.compress_min_bytes = plane.settings.compress_min_bytes
 
     def _refuse(self, scope: Scope) -> ServingError | None:
         if self.expected is not None and scope["path"] not in OPEN_PATHS:
@@ -57,36 +80,41 @@ class Gateway:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        plane = self.plane
         start = time.perf_counter()
-        status = 0  # no answer started yet
-        plane.in_flight += 1
-
-        async def send_and_watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        route = "unmatched"
         try:
             refusal = self._refuse(scope)
             if refusal is not None:
-                scope["kubemaas.route"] = "refused"
-                await send_error(send_and_watch, refusal)
-                return
-            await self.app(scope, receive, send_and_watch)
+                route = "refused"
+                raise refusal
+            route, endpoint, params = self.router.match(scope["method"], scope["path"])
+            reply = await endpoint(Call(scope, receive, params))
+        except ClientGone:
+            self.plane.metrics.observe_request(route, CLIENT_CLOSED, time.perf_counter() - start)
+            return
+        except ServingError as exc:
+            reply = Reply(error_body(exc.message), exc.status_code, headers=[
+                (k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()
+            ])
         except Exception as exc:
-            if not self.render_errors or status:
-                raise
-            if not isinstance(exc, ServingError):
-                log.exception("unhandled error on %s", scope["path"])
-                exc = InferenceFailed(f"internal error: {type(exc).__name__}: {exc}")
-            await send_error(send_and_watch, exc)
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            failed = InferenceFailed(f"internal error: {type(exc).__name__}: {exc}")
+            reply = Reply(error_body(failed.message), failed.status_code)
+        try:
+            await self._send(scope, send, reply)
         finally:
-            plane.in_flight -= 1
-            route = scope.get("route")
-            label = getattr(route, "path", None) or scope.get("kubemaas.route") or "unmatched"
-            plane.metrics.observe_request(label, status or 500, time.perf_counter() - start)
+            self.plane.metrics.observe_request(route, reply.status, time.perf_counter() - start)
+
+    async def _send(self, scope: Scope, send: Send, reply: Reply) -> None:
+        body = reply.body
+        headers = [(b"content-type", reply.content_type), *reply.headers]
+        if len(body) >= self.compress_min_bytes and reply.content_type in COMPRESSIBLE:
+            coding = _accepted_encoding(header(scope, b"accept-encoding"))
+            if coding is not None:
+                body = _compress(body, coding)
+                headers += [(b"content-encoding", coding), (b"vary", b"accept-encoding")]
+        headers.append((b"content-length", str(len(body)).encode()))
+        if self.plane.draining:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

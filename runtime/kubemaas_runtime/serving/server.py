@@ -1,17 +1,31 @@
-"""Run an app under uvicorn with a graceful drain on SIGTERM."""
+"""Run the app under uvicorn with a graceful drain on SIGTERM.
+
+On SIGTERM/SIGINT readiness turns false, the server stops accepting new connections (a new
+connection is refused, which a client can safely retry elsewhere) and every answer says
+``Connection: close``. For up to ``drain_linger_s`` the open keep-alive connections are still
+served, so a pooled client that sends on one gets its answer and lets the connection go,
+instead of having it closed under it mid-send (uvicorn alone closes idle keep-alive
+connections at once, which lost requests under steady load). Then the connections left idle
+are closed, requests still in flight finish (up to ``drain_timeout_s``), the batcher stops and
+the process exits 0. In Kubernetes, a preStop sleep covers the seconds before the endpoint
+removal reaches every node. A model that turns out not to run (its own eval rows fail at warm-up) stops the
+server with exit code 1.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
-from fastapi import FastAPI
 
+from kubemaas_runtime.serving.app import ServingApp
 from kubemaas_runtime.serving.dataplane import DataPlane
 from kubemaas_runtime.serving.settings import ServingSettings
 
@@ -19,13 +33,16 @@ log = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
-    """On SIGTERM/SIGINT: readiness turns false, the socket stops accepting, requests already
-    in flight finish (up to ``drain_timeout_s``), then the batcher stops and the process exits 0.
-    uvicorn does the listening/connection part; this adds the readiness flip."""
+    """uvicorn does the listening and the connections; this adds the drain described above."""
 
-    def __init__(self, config: uvicorn.Config, plane: DataPlane) -> None:
+    def __init__(self, config: uvicorn.Config, plane: DataPlane, linger_s: float) -> None:
         super().__init__(config)
         self.plane = plane
+        self.linger_s = linger_s
+        plane.on_fatal = self._fatal
+
+    def _fatal(self, message: str) -> None:
+        self.should_exit = True
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -42,12 +59,25 @@ class DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.plane.draining:
+            log.info("signal %d: draining (%d requests in flight)", sig, self.plane.in_flight)
         self.plane.draining = True
-        log.info("signal %d: draining %d in-flight requests", sig, self.plane.in_flight)
         super().handle_exit(sig, frame)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.plane.draining = True
+        for server in self.servers:
+            server.close()  # stop accepting; the open connections stay
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.linger_s
+        # uvicorn keeps its connections in a plain set with no event to wait on: poll it.
+        while self.server_state.connections and loop.time() < deadline and not self.force_exit:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        await super().shutdown(sockets)
 
-def serve(app: FastAPI, settings: ServingSettings) -> int:
+
+def serve(app: ServingApp, settings: ServingSettings) -> int:
+    """Serve until SIGTERM; 0 after a clean drain, 1 when start-up or the model failed."""
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -58,6 +88,7 @@ def serve(app: FastAPI, settings: ServingSettings) -> int:
         timeout_graceful_shutdown=settings.drain_timeout_s,
         server_header=False,
     )
-    server = DrainingServer(config, app.state.plane)
+    plane: DataPlane = app.state.plane
+    server = DrainingServer(config, plane, settings.drain_linger_s)
     server.run()
-    return 0 if server.started else 1
+    return 0 if server.started and plane.fatal is None else 1

@@ -25,9 +25,14 @@ class ServingSettings(BaseSettings):
     """Address to listen on."""
     port: int = Field(default=8080, ge=0, le=65535)
     """TCP port to listen on (0 picks a free one)."""
+    batch_axis: int | None = Field(default=None, ge=0)
+    """The axis along which requests may be merged, for a model whose model.json declares no
+    ``batchAxis`` (a bare model.onnx, or a schema-1 manifest). It must be a dynamic dimension of
+    every input and output. Unset (and no manifest declaration) means requests are never merged."""
     max_batch_size: int = Field(default=32, ge=1)
-    """Most rows merged into one ONNX Runtime call; 1 disables dynamic batching. With
-    auto_batch_size on this is the upper bound the measured cap is chosen under."""
+    """Most rows merged into one ONNX Runtime call when the model has a batch axis; 1 disables
+    merging. It never enables merging by itself. With auto_batch_size on this is the upper
+    bound the measured cap is chosen under."""
     auto_batch_size: bool = True
     """At warm-up, time ONNX Runtime at batch sizes 1, 2, 4, ... up to max_batch_size and cap
     batches at the smallest size within auto_batch_tolerance of the best rows/s (logged and
@@ -47,11 +52,25 @@ class ServingSettings(BaseSettings):
     auth_token_file: Path | None = None
     """File holding the bearer token (a mounted Secret); read once at start."""
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
-    """Largest request body accepted; bigger ones get 413."""
+    """Largest request body accepted, after decoding any Content-Encoding; bigger ones get 413."""
+    max_buffered_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    """Most request-body bytes held in memory across all requests at once (exported as the
+    kubemaas_buffered_request_bytes gauge). A request whose body would go past it gets 503 with
+    Retry-After before its body is read (announced length) or as soon as it goes past (chunked)."""
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """Longest a client may take to send its whole body; slower ones get 408."""
+    compress_min_bytes: int = Field(default=64 * 1024, ge=0)
+    """Responses at least this big are gzip- or deflate-encoded when the client's Accept-Encoding
+    asks for it; smaller ones are sent as they are (compressing them costs more than it saves)."""
+    termination_log: Path = Path("/dev/termination-log")
+    """Where a failed start writes its reason (the pod's termination message), when writable."""
     retry_after_s: int = Field(default=1, ge=0)
     """Value of the Retry-After header on 503 answers when the queue is full."""
     drain_timeout_s: int | None = Field(default=30, ge=0)
     """On SIGTERM, how long in-flight requests may take to finish (None waits forever)."""
+    drain_linger_s: float = Field(default=2.0, ge=0)
+    """On SIGTERM, how long open keep-alive connections are still served (every answer then says
+    ``Connection: close``) before idle ones are closed, so pooled clients are not cut off mid-send."""
     log_level: str = "info"
     """uvicorn log level."""
 

@@ -10,9 +10,11 @@ core it runs on, rows/s at batch sizes 1, 2, 4, ... up to ``max_batch_size`` and
 at the smallest size within ``tolerance`` of the best rate.
 
 The sizes are timed round-robin (each round runs every size twice in a row: the first run
-after another size finds the caches cold, which a server repeating one size would not) and each
-size keeps its fastest run, so a neighbour's burst of load slows some runs but does not pick
-the size.
+after another size finds the caches cold, which a server repeating one size would not); a
+size's rate is the median of its rounds, and the tolerance widens to half the spread measured
+between rounds, so a noisy core makes the choice lean to the smaller cap rather than flip
+between starts (the same encoder once chose 2 and once 32 when each size kept its single
+fastest run).
 """
 
 from __future__ import annotations
@@ -37,12 +39,15 @@ class Tuning:
     """Rows per second by batch size (fastest run of each size)."""
     failed_at: int | None = None
     """The first size ONNX Runtime refused to run, if any (the sizes above it were not timed)."""
+    noise: float = 0.0
+    """Largest relative spread of a size's rate across measuring rounds."""
 
     def describe(self) -> str:
+        """One line for the log and the model metadata."""
         base = self.rates.get(1) or 1.0
         table = ", ".join(f"{n}: {r:.0f} rows/s ({r / base:.2f}x)" for n, r in sorted(self.rates.items()))
         note = f"; batch {self.failed_at} failed to run" if self.failed_at is not None else ""
-        return f"max batch size {self.chosen} chosen from measured {table}{note}"
+        return f"max batch size {self.chosen} chosen from measured {table} (noise {self.noise:.0%}){note}"
 
 
 def candidate_sizes(max_rows: int) -> list[int]:
@@ -66,9 +71,9 @@ def choose(rates: dict[int, float], tolerance: float = DEFAULT_TOLERANCE) -> int
     return min(n for n, r in rates.items() if r >= best * (1.0 - tolerance))
 
 
-def repeat_rows(example: Feeds, rows: int) -> Feeds:
-    """``example`` (one row per input) repeated to ``rows`` rows along the batch axis."""
-    return {name: np.repeat(value, rows, axis=0) for name, value in example.items()}
+def repeat_rows(example: Feeds, rows: int, axis: int = 0) -> Feeds:
+    """``example`` (one row per input) repeated to ``rows`` rows along the batch ``axis``."""
+    return {name: np.repeat(value, rows, axis=axis) for name, value in example.items()}
 
 
 def measure(
@@ -76,42 +81,51 @@ def measure(
     example: Feeds,
     sizes: list[int],
     *,
-    rounds: int = 4,
+    axis: int = 0,
+    rounds: int = 7,
     budget_s: float = 3.0,
     clock: Callable[[], float] = time.perf_counter,
-) -> tuple[dict[int, float], int | None]:
+) -> tuple[dict[int, float], int | None, float]:
     """Rows/s of ``runner`` at each size (blocking: call it in the inference thread).
 
-    Every size runs once untimed, then up to ``rounds`` timed rounds of two runs per size (at
-    least one round) while the ``budget_s`` lasts. Returns the rates and the first size that raised, if any; sizes at and
-    above a failing one are dropped.
+    Every size runs once untimed, then up to ``rounds`` timed rounds (at least three while the
+    ``budget_s`` lasts, at least one in any case); in each round every size runs twice and keeps
+    its faster run. A size's rate is the median over the rounds, so a neighbour's burst of load
+    in one round moves neither the rate nor the choice. Returns the rates, the first size that
+    raised (sizes at and above it are dropped) and the noise: the largest relative spread
+    ((max - min) / median) of any size's rates across rounds.
     """
     feeds: dict[int, Feeds] = {}
     failed_at: int | None = None
     for n in sizes:
-        batch = repeat_rows(example, n)
+        batch = repeat_rows(example, n, axis)
         try:
             runner(batch)  # untimed: first-call allocations for this shape
         except Exception:  # the model cannot run this many rows; never cap above what ran
             failed_at = n
             break
         feeds[n] = batch
-    best: dict[int, float] = {}
+    per_round: dict[int, list[float]] = {n: [] for n in feeds}
     started = clock()
     for done in range(rounds):
         if done and clock() - started > budget_s:
             break
         for n, batch in feeds.items():
-            for _ in range(2):  # the first run after another size finds the caches cold
-                _, seconds = runner(batch)
-                if seconds > 0 and (n not in best or seconds < best[n]):
-                    best[n] = seconds
-    return {n: n / s for n, s in best.items()}, failed_at
+            fastest = min(runner(batch)[1] for _ in range(2))  # the first run after another size finds the caches cold
+            if fastest > 0:
+                per_round[n].append(n / fastest)
+    rates = {n: float(np.median(r)) for n, r in per_round.items() if r}
+    noise = max(((max(r) - min(r)) / rates[n] for n, r in per_round.items() if r), default=0.0)
+    return rates, failed_at, noise
 
 
-def tune(runner: Runner, example: Feeds, max_rows: int, tolerance: float = DEFAULT_TOLERANCE) -> Tuning:
-    """Measure and choose (blocking)."""
-    rates, failed_at = measure(runner, example, candidate_sizes(max_rows))
+def tune(
+    runner: Runner, example: Feeds, max_rows: int, tolerance: float = DEFAULT_TOLERANCE, axis: int = 0
+) -> Tuning:
+    """Measure and choose (blocking). The tolerance grows to half the measured noise, so on a
+    noisy core a bigger batch must win by more than the noise to be chosen (hysteresis toward
+    the smaller, lower-latency cap)."""
+    rates, failed_at, noise = measure(runner, example, candidate_sizes(max_rows), axis=axis)
     if not rates:
-        return Tuning(1, {}, failed_at)
-    return Tuning(choose(rates, tolerance), rates, failed_at)
+        return Tuning(1, {}, failed_at, noise)
+    return Tuning(choose(rates, max(tolerance, noise / 2)), rates, failed_at, noise)

@@ -1,118 +1,106 @@
-"""Open Inference Protocol v2 REST (KServe / Triton wire format).
+"""Open Inference Protocol v2 REST (KServe / Triton wire format), with Triton's binary tensor
+data, statistics and model configuration extensions.
 
-Metadata and health are ordinary FastAPI routes. Infer is a raw ASGI endpoint: the body goes
-from bytes to numpy through ``codec`` with no request object, no pydantic model and no
-threadpool hop; ONNX Runtime runs in the batcher's own thread.
+Infer goes from bytes to numpy through ``codec`` with no request object, no pydantic model and
+no threadpool hop; ONNX Runtime runs in the batcher's own thread.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
 
-from fastapi import APIRouter, FastAPI
-from starlette.routing import Route
-
-from kubemaas_runtime.serving.asgi import (
-    JSON,
-    OCTET_STREAM,
-    ASGIApp,
-    ClientGone,
-    JSONBytes,
-    Receive,
-    Scope,
-    Send,
-    header,
-    read_body,
-    send_body,
-)
+from kubemaas_runtime.serving.asgi import OCTET_STREAM, BodyReader, header, unless_gone
 from kubemaas_runtime.serving.codec import decode_infer, encode_infer
 from kubemaas_runtime.serving.dataplane import DataPlane
 from kubemaas_runtime.serving.errors import InvalidInput
+from kubemaas_runtime.serving.routes import Call, Reply, Router, json_reply
 
 COMPUTE_HEADER = b"kubemaas-compute-time-ms"
-"""Each infer answer carries ONNX Runtime's time for the batch the request ran in."""
+"""Each infer answer carries ONNX Runtime's time for the call the request ran in."""
 HEADER_LENGTH = b"inference-header-content-length"
+MODEL = "/v2/models/{name}"
+VERSION = "/v2/models/{name}/versions/{version}"
 
 
-class InferEndpoint:
-    """``POST /v2/models/{name}[/versions/{version}]/infer`` as a bare ASGI app."""
+def header_length(call: Call) -> int | None:
+    """The binary extension's ``Inference-Header-Content-Length``; raises ``InvalidInput``."""
+    raw = header(call.scope, HEADER_LENGTH)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInput(f"Inference-Header-Content-Length {raw!r} is not an integer") from None
 
-    def __init__(self, plane: DataPlane, route: str) -> None:
-        self.plane = plane
-        self.route = route
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["kubemaas.route"] = self.route
-        plane = self.plane
-        params = scope["path_params"]
-        model = plane.check_model(params["name"], params.get("version"))
-        raw_length = header(scope, HEADER_LENGTH)
-        header_length: int | None = None
-        if raw_length is not None:
+def body_reader(plane: DataPlane) -> BodyReader:
+    settings = plane.settings
+    return BodyReader(plane.buffered, settings.max_body_bytes, settings.body_timeout_s)
+
+
+def register_v2_routes(router: Router, plane: DataPlane) -> None:
+    """Register the v2 surface on ``router``."""
+
+    async def infer(call: Call) -> Reply:
+        name, version = call.params["name"], call.params.get("version")
+        model = plane.model_for(name, version)
+        json_length = header_length(call)
+        async with plane.admission():
+            reader = body_reader(plane)
             try:
-                header_length = int(raw_length)
-            except ValueError:
-                raise InvalidInput(f"Inference-Header-Content-Length {raw_length!r} is not an integer") from None
-        batcher = plane.batcher
-        batcher.arriving()
-        try:
-            body = await read_body(receive, plane.settings.max_body_bytes)
-            request = decode_infer(body, header_length, model)
-        except ClientGone:
-            return
-        finally:
-            batcher.arrived()
-        result = await plane.infer(request.inputs, request.rows)
-        payload, json_length = encode_infer(model, request, result.outputs)
+                with plane.arriving():
+                    body = await reader.read(call.scope, call.receive)
+                    started = time.perf_counter()
+                    request = decode_infer(body, json_length, model)
+                decoded = time.perf_counter()
+                result = await unless_gone(plane.infer(name, version, request.inputs), call.receive)
+                inferred = time.perf_counter()
+                payload, out_length = encode_infer(model, request, result.outputs)
+                plane.stats.codec(decoded - started, time.perf_counter() - inferred)
+            finally:
+                reader.release()
         extra = [(COMPUTE_HEADER, f"{result.compute_s * 1000.0:.3f}".encode())]
-        if json_length is None:
-            await send_body(send, 200, payload, JSON, extra)
-        else:
-            extra.append((HEADER_LENGTH, str(json_length).encode()))
-            await send_body(send, 200, payload, OCTET_STREAM, extra)
+        if out_length is None:
+            return Reply(payload, headers=extra)
+        extra.append((HEADER_LENGTH, str(out_length).encode()))
+        return Reply(payload, content_type=OCTET_STREAM, headers=extra)
 
+    async def live(_: Call) -> Reply:
+        return json_reply({"live": True})
 
-def register_v2_routes(app: FastAPI, plane: DataPlane) -> dict[str, ASGIApp]:
-    """Register the v2 surface; returns the raw infer endpoints by route for the fast path."""
-    hot: dict[str, ASGIApp] = {}
-    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
-        hot[path] = InferEndpoint(plane, path)
-        app.router.routes.append(Route(path, hot[path], methods=["POST"]))
-
-    router = APIRouter(default_response_class=JSONBytes)
-
-    @router.get("/v2/health/live")
-    async def live() -> dict[str, Any]:
-        return {"live": True}
-
-    @router.get("/v2/health/ready")
-    async def ready() -> JSONBytes:
+    async def ready(_: Call) -> Reply:
         ok = plane.is_ready()
-        return JSONBytes({"ready": ok}, status_code=200 if ok else 503)
+        return json_reply({"ready": ok}, 200 if ok else 503)
 
-    @router.get("/v2")
-    async def server_metadata() -> dict[str, Any]:
-        return plane.server_metadata()
+    async def server_metadata(_: Call) -> Reply:
+        return json_reply(plane.server_metadata())
 
-    @router.get("/v2/models/{name}")
-    async def model_metadata(name: str) -> dict[str, Any]:
-        return plane.check_model(name).metadata()
+    async def model_metadata(call: Call) -> Reply:
+        plane.model_for(call.params["name"], call.params.get("version"))
+        return json_reply(plane.model_metadata())
 
-    @router.get("/v2/models/{name}/versions/{version}")
-    async def model_version_metadata(name: str, version: str) -> dict[str, Any]:
-        return plane.check_model(name, version).metadata()
-
-    @router.get("/v2/models/{name}/ready")
-    async def model_ready(name: str) -> JSONBytes:
-        plane.check_model(name)
+    async def model_ready(call: Call) -> Reply:
+        name = call.params["name"]
+        plane.model_for(name, call.params.get("version"))
         ok = plane.is_ready()
-        return JSONBytes({"name": name, "ready": ok}, status_code=200 if ok else 503)
+        return json_reply({"name": name, "ready": ok}, 200 if ok else 503)
 
-    @router.get("/v2/models/{name}/versions/{version}/ready")
-    async def model_version_ready(name: str, version: str) -> JSONBytes:
-        plane.check_model(name, version)
-        ok = plane.is_ready()
-        return JSONBytes({"name": name, "ready": ok}, status_code=200 if ok else 503)
+    async def model_config(call: Call) -> Reply:
+        plane.model_for(call.params["name"], call.params.get("version"))
+        return json_reply(plane.model_config())
 
-    app.include_router(router)
-    return hot
+    async def model_stats(call: Call) -> Reply:
+        if "name" in call.params:
+            plane.model_for(call.params["name"], call.params.get("version"))
+        return json_reply(plane.model_statistics())
+
+    router.add("GET", "/v2/health/live", live)
+    router.add("GET", "/v2/health/ready", ready)
+    router.add("GET", "/v2", server_metadata)
+    router.add("GET", "/v2/models/stats", model_stats)
+    for base in (MODEL, VERSION):
+        router.add("POST", f"{base}/infer", infer)
+        router.add("GET", base, model_metadata)
+        router.add("GET", f"{base}/ready", model_ready)
+        router.add("GET", f"{base}/config", model_config)
+        router.add("GET", f"{base}/stats", model_stats)

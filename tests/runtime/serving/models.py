@@ -49,11 +49,15 @@ def mlp(directory: Path, *, features: int = 8, hidden: int = 16, classes: int = 
     return _save(graph, directory)
 
 
-def mlp_bundle(directory: Path, name: str = "digits-mlp", features: int = 8, classes: int = 3) -> Path:
+def mlp_bundle(
+    directory: Path, name: str = "digits-mlp", features: int = 8, classes: int = 3, batch_axis: int | None = 0
+) -> Path:
+    """The MLP as a bundle whose manifest declares ``batchAxis`` (rows are independent)."""
     mlp(directory, features=features, classes=classes)
     manifest = Manifest(
         name=name,
         version="3",
+        batchAxis=batch_axis,
         inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, features])],
         outputs=[
             TensorSpec(name="logits", datatype="FP32", shape=[-1, classes]),
@@ -126,3 +130,80 @@ def gather(directory: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
     )
     return _save(graph, directory)
+
+
+def _bare(directory: Path, nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
+          outputs: list[onnx.ValueInfoProto], initializers: list[onnx.TensorProto] | None = None) -> Path:
+    return _save(helper.make_graph(nodes, directory.name, inputs, outputs, initializers or []), directory)
+
+
+def ranker(directory: Path, *, features: int = 4, seed: int = 1) -> Path:
+    """``x[n, 4]``, score = ``x @ w``, TopK over all n rows -> ``top[n]`` scores, ``order[n]`` row
+    indices: its leading axis is "the candidates", not independent rows."""
+    w = numpy_helper.from_array(np.random.default_rng(seed).standard_normal((features, 1)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["s2"]),
+        helper.make_node("Flatten", ["s2"], ["s1"], axis=0),
+        helper.make_node("Squeeze", ["s1", "zero"], ["score"]),
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Slice", ["shape", "zero", "one"], ["k"]),
+        helper.make_node("TopK", ["score", "k"], ["top", "order"], axis=0),
+    ]
+    consts = [numpy_helper.from_array(np.array([0], np.int64), "zero"),
+              numpy_helper.from_array(np.array([1], np.int64), "one"), w]
+    return _bare(
+        directory, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", features])],
+        [helper.make_tensor_value_info("top", TensorProto.FLOAT, ["n"]),
+         helper.make_tensor_value_info("order", TensorProto.INT64, ["n"])], consts,
+    )
+
+
+def pairs(directory: Path) -> Path:
+    """``x[n, 4]`` reshaped to ``y[2n, 2]``: an output whose leading dim is twice the input's."""
+    shape = numpy_helper.from_array(np.array([-1, 2], np.int64), "shape")
+    return _bare(
+        directory, [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", 2])], [shape],
+    )
+
+
+def embedding(directory: Path, *, vocab: int = 10, dim: int = 4) -> Path:
+    """``ids[n]`` -> ``emb[n, 4]`` by Gather on a table: an id >= 10 fails in ONNX Runtime."""
+    table = numpy_helper.from_array(np.arange(vocab * dim, dtype=np.float32).reshape(vocab, dim), "table")
+    return _bare(
+        directory, [helper.make_node("Gather", ["table", "ids"], ["emb"], axis=0)],
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"])],
+        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, ["n", dim])], [table],
+    )
+
+
+def conv_mean(directory: Path) -> Path:
+    """``x[batch, 1, length]`` -> Conv (kernel 5, no padding) -> mean: needs length >= 5."""
+    w = numpy_helper.from_array(np.full((1, 1, 5), 0.2, np.float32), "w")
+    return _bare(
+        directory,
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("ReduceMean", ["c"], ["y"], keepdims=0)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, "length"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])], [w],
+    )
+
+
+def parse_strings(directory: Path) -> Path:
+    """Triton's ``simple_string`` stand-in: ``in[batch, 4]`` strings -> Cast to INT32 -> ``out = in + 1``."""
+    one = numpy_helper.from_array(np.array(1, np.int32), "one")
+    return _bare(
+        directory,
+        [helper.make_node("Cast", ["in"], ["n"], to=TensorProto.INT32), helper.make_node("Add", ["n", "one"], ["out"])],
+        [helper.make_tensor_value_info("in", TensorProto.STRING, ["batch", 4])],
+        [helper.make_tensor_value_info("out", TensorProto.INT32, ["batch", 4])], [one],
+    )
+
+
+def log(directory: Path) -> Path:
+    """``y = log(x)`` on ``x[n]``: -1 gives NaN, 0 gives -inf."""
+    return _bare(
+        directory, [helper.make_node("Log", ["x"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])],
+    )

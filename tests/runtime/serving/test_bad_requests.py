@@ -68,10 +68,11 @@ def test_unknown_output_name(mlp_server: Server) -> None:
 
 def test_unknown_model_and_version(mlp_server: Server) -> None:
     r = httpx.post(mlp_server.url + "/v2/models/resnet/infer", json=tensor())
-    assert error_of(r, 404) == "model 'resnet' not found; this server serves 'digits-mlp'"
+    # Triton's wording: its client examples check the prefix
+    assert error_of(r, 404) == "Request for unknown model: 'resnet' is not found; this server serves 'digits-mlp'"
     r = httpx.post(mlp_server.url + "/v2/models/digits-mlp/versions/9/infer", json=tensor())
-    assert error_of(r, 404) == "model 'digits-mlp' has no version '9'; it has ['3']"
-    assert "not found" in error_of(httpx.get(mlp_server.url + "/v2/models/resnet"), 404)
+    assert error_of(r, 404) == "Request for unknown model: 'digits-mlp' version 9 is not found; it has version 3"
+    assert error_of(httpx.get(mlp_server.url + "/v2/models/resnet"), 404).startswith("Request for unknown model:")
 
 
 def test_unknown_route_and_method(mlp_server: Server) -> None:

@@ -56,7 +56,7 @@ def test_concurrent_requests_merge_and_get_their_own_rows() -> None:
         np.testing.assert_array_equal(out["y"], rows(n, 100 * n)["x"] * 2)
 
 
-def test_a_failed_batch_fails_every_request_in_it() -> None:
+def test_a_failed_batch_is_rerun_per_request_and_each_gets_its_own_error() -> None:
     runner = Recorder(fail=True)
 
     async def main() -> list[BaseException | object]:
@@ -68,7 +68,7 @@ def test_a_failed_batch_fails_every_request_in_it() -> None:
             await batcher.stop()
 
     results = asyncio.run(main())
-    assert runner.batches == [2 + 1 + 5]
+    assert runner.batches == [2 + 1 + 5, 2, 1, 5]
     assert len(results) == 3
     for r in results:
         assert isinstance(r, InferenceFailed)

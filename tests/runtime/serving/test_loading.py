@@ -7,11 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from kubemaas_runtime.bundle import MODEL
 from kubemaas_runtime.cli import main
-from kubemaas_runtime.serving.app import create_app
+from kubemaas_runtime.serving.app import ServingApp, create_app
 from kubemaas_runtime.serving.model import load_model
 from kubemaas_runtime.serving.settings import ServingSettings
 from tests.runtime.serving import models
@@ -66,7 +65,7 @@ def test_not_ready_until_warm_up_but_live(tmp_path: Path) -> None:
     asyncio.run(_probe(app))
 
 
-async def _probe(app: FastAPI) -> None:
+async def _probe(app: ServingApp) -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         assert (await client.get("/v2/health/live")).json() == {"live": True}
         ready = await client.get("/v2/health/ready")

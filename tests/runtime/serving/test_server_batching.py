@@ -23,7 +23,8 @@ def slow_server(slow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     """A model that takes milliseconds per call, so concurrent requests queue up behind it;
     the cap stays at max_batch_size (no auto choice) so merging is what is tested here."""
     server = start_server(
-        slow_dir, tmp_path_factory.mktemp("logs") / "slow-batching.log", "--name", "slow", auto_batch_size="false"
+        slow_dir, tmp_path_factory.mktemp("logs") / "slow-batching.log", "--name", "slow", "--batch-axis", "0",
+        auto_batch_size="false",
     )
     yield server
     server.stop()
@@ -72,7 +73,9 @@ def test_concurrent_clients_get_exactly_their_rows(slow_server: Server, slow_dir
 
 
 def test_batching_off_runs_one_request_per_call(slow_dir: Path, tmp_path: Path) -> None:
-    server = start_server(slow_dir, tmp_path / "unbatched.log", "--name", "slow", "--max-batch-size", "1")
+    server = start_server(
+        slow_dir, tmp_path / "unbatched.log", "--name", "slow", "--batch-axis", "0", "--max-batch-size", "1"
+    )
     try:
         x = np.ones((3, 1024), np.float32)
         body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 1024], "data": x.ravel().tolist()}]}
@@ -86,7 +89,9 @@ def test_batching_off_runs_one_request_per_call(slow_dir: Path, tmp_path: Path) 
         assert server.stop() == 0
 
 
-def test_a_failing_batch_answers_500_to_its_requests_and_the_server_stays_ready(tmp_path: Path) -> None:
+def test_a_kernel_failure_answers_500_and_the_server_stays_ready(tmp_path: Path) -> None:
+    """GatherElements reports an out-of-range index as ONNX Runtime's generic FAIL, which says
+    nothing about whose fault it is: 500 (INVALID_ARGUMENT gets 400: see test_merging)."""
     server = start_server(models.gather(tmp_path / "gather"), tmp_path / "gather.log", "--name", "gather")
 
     def body(index: int) -> dict[str, object]:

@@ -66,7 +66,7 @@ def test_a_cost_linear_in_rows_keeps_batch_one() -> None:
 
 def test_sizes_the_model_cannot_run_are_never_chosen() -> None:
     seen, run = reporting(seconds_for_rows=0.0, fixed_s=0.01, fail_above=5)
-    rates, failed_at = measure(run, EXAMPLE, [1, 2, 4, 8, 16])
+    rates, failed_at, _ = measure(run, EXAMPLE, [1, 2, 4, 8, 16])
     assert (sorted(rates), failed_at) == ([1, 2, 4], 8)
     assert max(seen) == 4
 
@@ -74,7 +74,7 @@ def test_sizes_the_model_cannot_run_are_never_chosen() -> None:
 def test_auto_cap_is_measured_within_bounds_and_batches_respect_it(tmp_path: Path) -> None:
     from tests.runtime.serving.models import mlp
 
-    model = load_model(mlp(tmp_path / "m"))
+    model = load_model(mlp(tmp_path / "m"), batch_axis=0)
     settings = ServingSettings(model_dir=tmp_path / "m", max_batch_size=8, max_delay_ms=50)
     plane = DataPlane(settings, model)
     x = np.random.default_rng(5).standard_normal((20, 8)).astype(np.float32)
@@ -86,8 +86,8 @@ def test_auto_cap_is_measured_within_bounds_and_batches_respect_it(tmp_path: Pat
                 if plane.ready:
                     break
                 await asyncio.sleep(0.01)
-            assert plane.ready, plane.warmup_error
-            results = await asyncio.gather(*(plane.infer({"x": x[i : i + 1]}, 1) for i in range(len(x))))
+            assert plane.ready, plane.warmup_note
+            results = await asyncio.gather(*(plane.infer("m", None, {"x": x[i : i + 1]}) for i in range(len(x))))
         finally:
             await plane.stop()
         for i, r in enumerate(results):
@@ -107,7 +107,7 @@ def test_auto_cap_is_measured_within_bounds_and_batches_respect_it(tmp_path: Pat
 def test_auto_batch_size_off_keeps_the_configured_cap(tmp_path: Path) -> None:
     from tests.runtime.serving.models import mlp
 
-    model = load_model(mlp(tmp_path / "m"))
+    model = load_model(mlp(tmp_path / "m"), batch_axis=0)
     plane = DataPlane(ServingSettings(model_dir=tmp_path / "m", max_batch_size=8, auto_batch_size=False), model)
 
     async def main() -> None:
@@ -117,7 +117,7 @@ def test_auto_batch_size_off_keeps_the_configured_cap(tmp_path: Path) -> None:
                 if plane.ready:
                     break
                 await asyncio.sleep(0.01)
-            assert plane.ready, plane.warmup_error
+            assert plane.ready, plane.warmup_note
         finally:
             await plane.stop()
 
