@@ -43,9 +43,9 @@ for extra in (REPO, REPO / "operator", REPO / "runtime"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from kubemaas_operator.manifests.modelservice import ServingBundle, deployment  # noqa: E402
+from kubemaas_operator.controllers.modelservice.children import ServingBundle, deployment  # noqa: E402
 from kubemaas_operator.settings import OperatorSettings  # noqa: E402
-from kubemaas_operator.specs import parse_modelservice  # noqa: E402
+from kubemaas_operator.controllers.modelservice.spec import parse_modelservice  # noqa: E402
 from tests.cluster.harness import ControlPlane  # noqa: E402
 from tests.operator.support import OperatorProcess  # noqa: E402
 
@@ -208,7 +208,7 @@ def run_baseline(api: client.ApiClient, count: int, timeout: float) -> dict[str,
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     ns = "bench-direct"
     create_namespace(core, ns)
-    settings = OperatorSettings(runtime_image="kubemaas/kubemaas:bench")
+    settings = OperatorSettings(serving_image="kubemaas/kubemaas:bench")
     seen = Watcher(apps.list_namespaced_deployment, ns, lambda o: True)
     avail = Watcher(apps.list_namespaced_deployment, ns, available)
     seen.start()

@@ -8,11 +8,12 @@ from typing import Any
 
 import kopf
 
-from kubemaas_operator.handlers import register
+from kubemaas_operator.controllers import register
 from kubemaas_operator.settings import OperatorSettings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``kubemaas operator`` flags to ``parser``."""
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
         "-n", "--namespace", action="append", dest="namespaces", metavar="NS",
@@ -23,7 +24,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--liveness", metavar="URL", default=None,
         help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz (default: KUBEMAAS_LIVENESS)",
     )
-    parser.add_argument("--runtime-image", default=None, help="default runtime image (KUBEMAAS_RUNTIME_IMAGE)")
+    parser.add_argument("--serving-image", default=None, help="default serving/compression image (KUBEMAAS_SERVING_IMAGE)")
+    parser.add_argument("--training-image", default=None, help="training recipe image (KUBEMAAS_TRAINING_IMAGE)")
     parser.add_argument("-v", "--verbose", action="store_true", help="verbose kopf logging")
     parser.add_argument("--debug", action="store_true", help="debug kopf logging")
 
@@ -37,12 +39,15 @@ def build_settings(args: argparse.Namespace) -> OperatorSettings:
         overrides["namespaces"] = []
     if args.liveness:
         overrides["liveness"] = args.liveness
-    if args.runtime_image:
-        overrides["runtime_image"] = args.runtime_image
+    if args.serving_image:
+        overrides["serving_image"] = args.serving_image
+    if args.training_image:
+        overrides["training_image"] = args.training_image
     return OperatorSettings(**overrides)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the operator until it is stopped; the exit status."""
     settings = build_settings(args)
     kopf.configure(verbose=args.verbose, debug=args.debug)
     # The kubernetes client logs whole response bodies at DEBUG; keep it out of --verbose.

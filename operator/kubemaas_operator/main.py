@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import kopf
 
-from kubemaas_operator.handlers import register
+from kubemaas_operator.controllers import register
 from kubemaas_operator.settings import OperatorSettings
 
 register(kopf.get_default_registry(), OperatorSettings())

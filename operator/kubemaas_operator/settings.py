@@ -7,6 +7,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from kubemaas_runtime import contracts
+
 QUANTITY = r"^([0-9]+(\.[0-9]+)?(m|[kMGTPE]|[KMGTPE]i)?)?$"
 """A Kubernetes resource quantity such as 250m, 1.5 or 256Mi (or empty)."""
 
@@ -18,8 +20,15 @@ class OperatorSettings(BaseSettings):
         env_prefix="KUBEMAAS_", extra="ignore", use_attribute_docstrings=True, frozen=True
     )
 
-    runtime_image: str = "kubemaas/runtime:0.1.0"
-    """Image for serving, fetch, compression and training pods when a spec names none."""
+    serving_image: str = "kubemaas/serving:0.1.0"
+    """Image of serving pods (fetch init container and ``kubemaas serve``) and compression Jobs when
+    the ModelService names none (the Dockerfile's ``serving`` target)."""
+
+    training_image: str = "kubemaas/training:0.1.0"
+    """Image of TrainingJob recipe pods (the Dockerfile's ``training`` target); user code names its own."""
+
+    operator_image: str = "kubemaas/operator:0.1.0"
+    """The operator's own image (the Dockerfile's ``operator`` target), for reference in logs."""
 
     image_pull_policy: str = Field(default="IfNotPresent", pattern="^(Always|IfNotPresent|Never)$")
     """imagePullPolicy of every container the operator creates."""
@@ -36,7 +45,7 @@ class OperatorSettings(BaseSettings):
     pvc_root: str = "/mnt/pvc"
     """Mount root for pvc:// claims inside workload pods (contract 2: $KUBEMAAS_PVC_ROOT/<claim>)."""
 
-    runtime_port: int = Field(default=8080, ge=1, le=65535)
+    runtime_port: int = Field(default=contracts.SERVING_PORT, ge=1, le=65535)
     """Container port of ``kubemaas serve``."""
 
     service_port: int = Field(default=80, ge=1, le=65535)
@@ -79,7 +88,7 @@ class OperatorSettings(BaseSettings):
     prestop_sleep_s: int = Field(default=5, ge=0, le=300)
     """preStop sleep of serving containers, so endpoints drop a terminating pod before it drains; 0 disables."""
 
-    drain_timeout_s: int = Field(default=30, ge=0, le=3600)
+    drain_timeout_s: int = Field(default=contracts.DEFAULT_DRAIN_TIMEOUT_S, ge=0, le=3600)
     """KUBEMAAS_DRAIN_TIMEOUT_S of the serving runtime; terminationGracePeriodSeconds covers
     the preStop sleep plus this plus 5 s."""
 

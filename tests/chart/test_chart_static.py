@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from kubemaas_operator import cli as operator_cli
-from kubemaas_operator.manifests.modelservice import service as serving_service
+from kubemaas_operator.controllers.modelservice.children import service as serving_service
 from kubemaas_operator.settings import OperatorSettings
 from kubemaas_runtime.cli import COMMANDS
 from tests.chart import contract
@@ -42,7 +42,9 @@ NAMESPACED_VALUES: dict[str, Any] = {"watchNamespace": "models"}
 MONITOR_VALUES: dict[str, Any] = {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}
 IMAGE_VALUES: dict[str, Any] = {
     "image": {"repository": "registry.example/acme/kubemaas-operator", "tag": "1.2.3", "pullPolicy": "Always"},
-    "runtimeImage": {"repository": "registry.example/acme/kubemaas-runtime", "digest": "sha256:" + "ab" * 32},
+    "servingImage": {"repository": "registry.example/acme/kubemaas-serving", "digest": "sha256:" + "ab" * 32},
+    "trainingImage": {"repository": "registry.example/acme/kubemaas-training", "tag": "2.0.0"},
+    "workloadImagePullPolicy": "Never",
 }
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -235,7 +237,8 @@ def test_operator_env_names_are_the_operator_settings(monkeypatch: pytest.Monkey
         if getattr(configured, name) != getattr(defaults, name)
     }
     assert differ == set()
-    assert configured.runtime_image == "kubemaas/runtime:0.1.0"
+    assert (configured.serving_image, configured.training_image, configured.operator_image) == (
+        "kubemaas/serving:0.1.0", "kubemaas/training:0.1.0", "kubemaas/operator:0.1.0")
     assert configured.namespaces == []
 
 
@@ -244,8 +247,10 @@ def test_custom_images_and_digest() -> None:
     assert container["image"] == "registry.example/acme/kubemaas-operator:1.2.3"
     assert container["imagePullPolicy"] == "Always"
     env = env_of(container)
-    assert env["KUBEMAAS_RUNTIME_IMAGE"] == "registry.example/acme/kubemaas-runtime@sha256:" + "ab" * 32
-    assert env["KUBEMAAS_IMAGE_PULL_POLICY"] == "IfNotPresent"
+    assert env["KUBEMAAS_SERVING_IMAGE"] == "registry.example/acme/kubemaas-serving@sha256:" + "ab" * 32
+    assert env["KUBEMAAS_TRAINING_IMAGE"] == "registry.example/acme/kubemaas-training:2.0.0"
+    assert env["KUBEMAAS_OPERATOR_IMAGE"] == "registry.example/acme/kubemaas-operator:1.2.3"
+    assert env["KUBEMAAS_IMAGE_PULL_POLICY"] == "Never"
 
 
 # -- RBAC --------------------------------------------------------------------------------------

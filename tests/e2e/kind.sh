@@ -124,8 +124,9 @@ log "helm install $release (charts/kubemaas)"
 helm upgrade --install "$release" "$root/charts/kubemaas" \
   --namespace "$system_ns" --create-namespace \
   --set image.repository=kubemaas/operator --set "image.tag=$tag" --set image.pullPolicy=Never \
-  --set runtimeImage.repository=kubemaas/runtime --set "runtimeImage.tag=$tag" \
-  --set runtimeImage.pullPolicy=Never \
+  --set servingImage.repository=kubemaas/serving --set "servingImage.tag=$tag" \
+  --set trainingImage.repository=kubemaas/training --set "trainingImage.tag=$tag" \
+  --set workloadImagePullPolicy=Never \
   --wait --timeout 5m
 kubectl -n "$system_ns" rollout status "deployment/$release" --timeout=120s
 

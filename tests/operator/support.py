@@ -62,7 +62,7 @@ class OperatorProcess:
             args += ["--namespace", ns]
         if not self.namespaces:
             args.append("--all-namespaces")
-        env = {**os.environ, **self.plane.env, "KUBEMAAS_RUNTIME_IMAGE": "kubemaas/kubemaas:test", **self.extra_env}
+        env = {**os.environ, **self.plane.env, "KUBEMAAS_SERVING_IMAGE": "kubemaas/kubemaas:test", "KUBEMAAS_TRAINING_IMAGE": "kubemaas/kubemaas:test", **self.extra_env}
         self.starts += 1
         log = self.log_path.open("ab")
         log.write(f"\n===== operator start #{self.starts}: {' '.join(args)}\n".encode())

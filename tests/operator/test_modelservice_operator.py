@@ -225,7 +225,7 @@ def test_operator_killed_mid_rollout_converges_without_duplicates(
     assert after == before
 
 
-# -- compression (issue 6.2) -------------------------------------------------------------------
+# -- compression -----------------------------------------------------------------------------
 
 
 def report(selected: str | None, drop: float, sha: str = "c" * 64) -> dict[str, Any]:

@@ -6,10 +6,14 @@ import datetime as dt
 import json
 from typing import Any
 
-from kubemaas_operator import reconciler, status
-from kubemaas_operator.manifests.modelservice import ServingBundle
-from kubemaas_operator.observe import DeploymentHealth, Problem, deployment_health, job_outcome, pod_problem
-from kubemaas_operator.specs import parse_modelservice
+from kubemaas_operator.controllers.modelservice import artifact, compress
+from kubemaas_operator.controllers.modelservice.status import Observed, build_status
+from kubemaas_operator.kube import conditions as status
+from kubemaas_operator.kube.patching import status_patch
+from kubemaas_operator.controllers.modelservice.children import ServingBundle
+from kubemaas_operator.controllers.modelservice.observe import DeploymentHealth, deployment_health
+from kubemaas_operator.kube.observe import Problem, job_outcome, pod_problem
+from kubemaas_operator.controllers.modelservice.spec import parse_modelservice
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 SOURCE = ServingBundle(uri="pvc://m/x", sha256="a" * 64, source=("TrainingJob", "ml", "train"))
@@ -97,7 +101,7 @@ def report(selected: str | None, drop: float) -> str:
 
 
 def test_selected_variant_becomes_the_serving_bundle_with_lineage() -> None:
-    result = reconciler.judge_report(BASE, "Succeeded", report("int8-static", 0.004), SOURCE, 0.01)
+    result = compress.judge_report(BASE, "Succeeded", report("int8-static", 0.004), SOURCE, 0.01)
     assert result.condition.ok
     assert result.condition.reason == "VariantSelected"
     assert result.serving == ServingBundle(
@@ -107,45 +111,44 @@ def test_selected_variant_becomes_the_serving_bundle_with_lineage() -> None:
     assert result.status is not None
     assert result.status["state"] == "Succeeded"
     assert result.status["selected"] == "int8-static"
-    again = reconciler.from_status(result.status, SOURCE, 0.01)
+    again = compress.from_status(result.status, SOURCE, 0.01)
     assert again.serving == result.serving
 
 
 def test_failed_gate_names_the_drop() -> None:
-    result = reconciler.judge_report(BASE, "Failed", report(None, 0.0512), SOURCE, 0.01)
+    result = compress.judge_report(BASE, "Failed", report(None, 0.0512), SOURCE, 0.01)
     assert (result.condition.ok, result.condition.reason, result.failed) == (False, "AccuracyGateFailed", True)
     assert result.condition.message == "no variant within maxAccuracyDrop 0.01: int8-static drop 0.0512 (failed)"
     assert result.serving is None
-    crash = reconciler.judge_report(BASE, "Failed", "Traceback: boom", SOURCE, 0.01)
+    crash = compress.judge_report(BASE, "Failed", "Traceback: boom", SOURCE, 0.01)
     assert crash.condition.reason == "CompressionFailed"
     assert "boom" in crash.condition.message
 
 
 def test_training_job_resolution() -> None:
-    missing = reconciler.resolve_training_job("ml", "train", None)
+    missing = artifact.resolve_training_job("ml", "train", None)
     assert (missing.condition.reason, missing.bundle) == ("WaitingForTraining", None)
-    running = reconciler.resolve_training_job("ml", "train", {"status": {"phase": "Running"}})
+    running = artifact.resolve_training_job("ml", "train", {"status": {"phase": "Running"}})
     assert running.condition.reason == "WaitingForTraining"
     assert "phase Running" in running.condition.message
-    done = reconciler.resolve_training_job(
+    done = artifact.resolve_training_job(
         "ml", "train", {"status": {"phase": "Succeeded", "artifact": {"uri": "pvc://m/x", "sha256": "a" * 64}}}
     )
     assert done.condition.ok
     assert done.bundle == SOURCE
-    failed = reconciler.resolve_training_job("ml", "train", {"status": {"phase": "Failed", "message": "OOM"}})
+    failed = artifact.resolve_training_job("ml", "train", {"status": {"phase": "Failed", "message": "OOM"}})
     assert (failed.condition.reason, failed.fatal) == ("TrainingFailed", True)
 
 
-def build(health: DeploymentHealth, *, comp: reconciler.CompressionResult | None = None,
+def build(health: DeploymentHealth, *, comp: compress.CompressionResult | None = None,
           old: dict[str, Any] | None = None) -> dict[str, Any]:
-    art = reconciler.resolve_training_job(
+    art = artifact.resolve_training_job(
         "ml", "train", {"status": {"phase": "Succeeded", "artifact": {"uri": "pvc://m/x", "sha256": "a" * 64}}}
     )
-    return reconciler.build_status(
+    return build_status(Observed(
         name="digits", namespace="ml", generation=4, old=old or {}, spec=parse_modelservice({"model": {"uri": "x"}}),
         artifact=art, comp=comp, serving=SOURCE, deployed=True, health=health, observed_replicas=health.replicas,
-        now="T",
-    )
+    ), now="T")
 
 
 def test_ready_status_has_url_model_and_no_reason() -> None:
@@ -165,7 +168,7 @@ def test_stuck_rollout_puts_the_pod_reason_in_reason() -> None:
 
 
 def test_gate_failure_keeps_old_revision_but_is_not_ready() -> None:
-    comp = reconciler.judge_report(BASE, "Failed", report(None, 0.2), SOURCE, 0.01)
+    comp = compress.judge_report(BASE, "Failed", report(None, 0.2), SOURCE, 0.01)
     st = build(DeploymentHealth(1, 1, 1, 1, True, True, None), comp=comp)
     assert (st["phase"], st["reason"]) == ("Failed", "AccuracyGateFailed: best drop 20pt (int8-static) > 1pt")
     assert "drop 0.2000" in st["message"]
@@ -178,16 +181,16 @@ def test_gate_failure_keeps_old_revision_but_is_not_ready() -> None:
 def test_status_patch_is_none_when_unchanged_and_deletes_stale_keys() -> None:
     st = build(DeploymentHealth(1, 1, 1, 1, True, True, None))
     stored = {k: v for k, v in st.items() if v is not None}
-    assert reconciler.status_patch(stored, st) is None
+    assert status_patch(stored, st) is None
     old = {**stored, "reason": "RollingOut", "model": {**stored["model"], "sizeBytes": 5}}
-    patch = reconciler.status_patch(old, st)
+    patch = status_patch(old, st)
     assert patch == {"reason": None, "model": {**st["model"], "sizeBytes": None}}
 
 
 def test_status_patch_compares_with_what_the_server_stores() -> None:
-    comp = reconciler.judge_report(BASE, "Failed", report(None, 0.2), SOURCE, 0.01)
+    comp = compress.judge_report(BASE, "Failed", report(None, 0.2), SOURCE, 0.01)
     assert comp.status is not None
     assert comp.status["selected"] is None  # a merge patch deletes it; the server never stores null
     new = {"compression": comp.status}
     stored = {"compression": {k: v for k, v in comp.status.items() if v is not None}}
-    assert reconciler.status_patch(stored, new) is None
+    assert status_patch(stored, new) is None

@@ -21,12 +21,12 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBEMAAS_NAMESPACES", "a, b")
-    monkeypatch.setenv("KUBEMAAS_RUNTIME_IMAGE", "env:1")
+    monkeypatch.setenv("KUBEMAAS_SERVING_IMAGE", "env:1")
     assert cli.build_settings(parse()).namespaces == ["a", "b"]
     assert cli.build_settings(parse("-n", "x", "-n", "y")).namespaces == ["x", "y"]
     assert cli.build_settings(parse("--all-namespaces")).namespaces == []
-    settings = cli.build_settings(parse("--runtime-image", "flag:2", "--liveness", "http://0.0.0.0:8080/healthz"))
-    assert (settings.runtime_image, settings.liveness) == ("flag:2", "http://0.0.0.0:8080/healthz")
+    settings = cli.build_settings(parse("--serving-image", "flag:2", "--liveness", "http://0.0.0.0:8080/healthz"))
+    assert (settings.serving_image, settings.liveness) == ("flag:2", "http://0.0.0.0:8080/healthz")
 
 
 def test_namespace_and_all_namespaces_exclude_each_other() -> None:

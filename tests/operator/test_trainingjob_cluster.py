@@ -163,8 +163,8 @@ def test_example_gets_headless_service_and_indexed_job_with_env_contract(
     assert cond(done, "Running")["status"] == "True"
     assert done["status"]["replicaStatuses"] == {"active": 2, "succeeded": 0, "failed": 0}
     table = control_plane.kubectl("get", "tj", "digits", "-n", namespace).stdout.split()
-    assert table[:5] == ["NAME", "PHASE", "REPLICAS", "ARTIFACT", "AGE"]
-    assert table[5:8] == ["digits", "Running", "2"]
+    assert table[:6] == ["NAME", "PHASE", "REPLICAS", "ARTIFACT", "REASON", "AGE"]
+    assert table[6:9] == ["digits", "Running", "2"]
 
 
 def test_all_ranks_succeeded_reports_rank0_artifact(

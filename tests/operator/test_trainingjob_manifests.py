@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kubemaas_operator.manifests import trainingjob as mf
+from kubemaas_operator.controllers.trainingjob import children as mf
+from kubemaas_operator.controllers.trainingjob import spec as tjspec
 
 REPO = Path(__file__).resolve().parents[2]
 RANK_REF = {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
@@ -24,7 +25,7 @@ def owner(name: str = "digits") -> dict[str, Any]:
 
 def build(spec: dict[str, Any], restarts: int = 0, output: str = "pvc://kubemaas-models/digits") -> dict[str, Any]:
     return mf.build_job(
-        owner(), mf.parse_spec(spec), restarts=restarts, output=output, image="kubemaas/kubemaas:test",
+        owner(), tjspec.parse_spec(spec), restarts=restarts, output=output, image="kubemaas/kubemaas:test",
         image_pull_policy="IfNotPresent", run_as_user=10001, pvc_root="/mnt/pvc", active_deadline_seconds=None,
     )
 
@@ -144,7 +145,7 @@ def test_user_command_image_and_pod_overrides() -> None:
 
 
 def test_headless_service_publishes_not_ready_ranks() -> None:
-    svc = mf.build_service(owner(), mf.parse_spec(example_spec()))
+    svc = mf.build_service(owner(), tjspec.parse_spec(example_spec()))
     assert svc["metadata"]["name"] == "digits-workers"
     assert svc["spec"] == {
         "clusterIP": "None",
@@ -156,19 +157,19 @@ def test_headless_service_publishes_not_ready_ranks() -> None:
 
 def test_active_deadline_is_what_is_left() -> None:
     job = mf.build_job(
-        owner(), mf.parse_spec(example_spec()), restarts=0, output="/o", image="i", image_pull_policy="Never",
+        owner(), tjspec.parse_spec(example_spec()), restarts=0, output="/o", image="i", image_pull_policy="Never",
         run_as_user=1, pvc_root="/p", active_deadline_seconds=0,
     )
     assert job["spec"]["activeDeadlineSeconds"] == 1
 
 
 def test_default_output_uri_comes_from_the_model_store() -> None:
-    spec = mf.parse_spec({"recipe": {"name": "digits"}})
+    spec = tjspec.parse_spec({"recipe": {"name": "digits"}})
     assert mf.output_uri(spec, "pvc://kubemaas-models/", "ml", "digits") == "pvc://kubemaas-models/ml/digits"
-    given = mf.parse_spec({"recipe": {"name": "digits"}, "output": {"uri": "s3://b/x"}})
+    given = tjspec.parse_spec({"recipe": {"name": "digits"}, "output": {"uri": "s3://b/x"}})
     assert mf.output_uri(given, "pvc://kubemaas-models", "ml", "digits") == "s3://b/x"
 
 
 def test_spec_without_recipe_or_command_is_refused() -> None:
     with pytest.raises(ValueError, match=r"spec\.recipe or spec\.command"):
-        mf.train_command(mf.parse_spec({}), "digits", "/o")
+        mf.train_command(tjspec.parse_spec({}), "digits", "/o")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kubemaas_operator import training_status as ts
-from kubemaas_operator.handlers.trainingjob import remaining_deadline
-from kubemaas_operator.manifests import trainingjob as mf
+from kubemaas_operator.controllers.trainingjob import observe as ts
+from kubemaas_operator.controllers.trainingjob import spec as tjspec
+from kubemaas_operator.controllers.trainingjob.reconcile import remaining_deadline, start_time
 
 SHA = "ab" * 32
 
@@ -34,9 +34,10 @@ JOB: dict[str, Any] = {"metadata": {"name": "tj-r0"}, "spec": {}, "status": {}}
 
 
 def assess(pods: list[dict[str, Any]], *, job: dict[str, Any] | None = JOB, restarts: int = 0,
-           backoff_limit: int = 1, suspend: bool = False, replicas: int = 2) -> ts.Assessment:
+           backoff_limit: int = 1, suspend: bool = False, replicas: int = 2,
+           promises_artifact: bool = True) -> ts.Assessment:
     return ts.assess(replicas=replicas, restarts=restarts, backoff_limit=backoff_limit, suspend=suspend,
-                     job=job, pods=pods)
+                     job=job, pods=pods, promises_artifact=promises_artifact)
 
 
 def done_message(metrics: dict[str, Any] | None = None) -> str:
@@ -71,10 +72,34 @@ def test_all_ranks_succeeded_carries_rank0_artifact() -> None:
     assert found.replicas == ts.ReplicaCounts(succeeded=2)
 
 
-def test_success_without_a_readable_artifact_says_why() -> None:
+def test_a_promised_artifact_that_is_unreadable_fails_the_run() -> None:
     found = assess([pod(0, "Succeeded", message="not json"), pod(1, "Succeeded")])
-    assert (found.phase, found.artifact) == ("Succeeded", None)
-    assert "no artifact: rank 0's termination message is not JSON" in found.message
+    assert (found.phase, found.reason, found.action, found.artifact) == ("Failed", "ArtifactMissing", "finish", None)
+    assert "rank 0 reported no usable artifact: rank 0's termination message is not JSON" in found.message
+
+
+def test_a_promised_artifact_without_a_checksum_fails_the_run() -> None:
+    unsigned = json.dumps({"artifact": {"uri": "s3://b/x"}})
+    found = assess([pod(0, "Succeeded", message=unsigned), pod(1, "Succeeded")])
+    assert (found.phase, found.reason, found.artifact) == ("Failed", "ArtifactMissing", None)
+    assert "artifact s3://b/x has no sha256" in found.message
+
+
+def test_without_a_promise_success_needs_no_artifact_and_records_none_unsigned() -> None:
+    unsigned = json.dumps({"artifact": {"uri": "s3://b/x"}})
+    nothing = assess([pod(0, "Succeeded"), pod(1, "Succeeded")], promises_artifact=False)
+    partial = assess([pod(0, "Succeeded", message=unsigned), pod(1, "Succeeded")], promises_artifact=False)
+    assert (nothing.phase, nothing.artifact) == ("Succeeded", None)
+    assert "no artifact (rank 0 wrote no termination message)" in nothing.message
+    assert (partial.phase, partial.artifact) == ("Succeeded", None)
+
+
+def test_ranks_are_counted_against_the_running_jobs_completions_not_the_edited_spec() -> None:
+    job = {**JOB, "spec": {"completions": 2}}
+    shrunk = assess([pod(0, "Succeeded", message=done_message()), pod(1, "Running")], job=job, replicas=1)
+    grown = assess([pod(0, "Succeeded", message=done_message()), pod(1, "Succeeded")], job=job, replicas=3)
+    assert (shrunk.phase, shrunk.artifact) == ("Running", None)
+    assert (grown.phase, grown.message) == ("Succeeded", "all 2 ranks succeeded")
 
 
 def test_one_failed_rank_restarts_the_gang_within_backoff() -> None:
@@ -127,7 +152,24 @@ def test_desired_conditions_mark_only_the_phase_true() -> None:
 
 
 def test_remaining_deadline_counts_from_the_first_start() -> None:
-    spec = mf.parse_spec({"recipe": {"name": "digits"}, "runPolicy": {"activeDeadlineSeconds": 100}})
+    spec = tjspec.parse_spec({"recipe": {"name": "digits"}, "runPolicy": {"activeDeadlineSeconds": 100}})
     assert remaining_deadline(spec, "2026-01-01T00:00:00Z", "2026-01-01T00:01:30Z") == 100 - 90
     assert remaining_deadline(spec, None, "2026-01-01T00:01:30Z") == 100
-    assert remaining_deadline(mf.parse_spec({}), "2026-01-01T00:00:00Z", "2026-01-01T00:01:30Z") is None
+    assert remaining_deadline(tjspec.parse_spec({}), "2026-01-01T00:00:00Z", "2026-01-01T00:01:30Z") is None
+
+
+def test_start_time_is_set_when_the_gang_first_runs_and_again_on_resume() -> None:
+    now = "2026-01-01T00:00:25Z"
+    assert start_time({}, True, now) is None  # created suspended: the clock has not started
+    assert start_time({"phase": "Suspended"}, False, now) == now  # first resume
+    resumed = {"phase": "Suspended", "startTime": "2026-01-01T00:00:00Z"}
+    assert start_time(resumed, False, now) == now  # suspended time does not count
+    running = {"phase": "Running", "startTime": "2026-01-01T00:00:00Z"}
+    assert start_time(running, False, now) == "2026-01-01T00:00:00Z"
+    assert start_time(running, True, now) == "2026-01-01T00:00:00Z"
+
+
+def test_the_deadline_counts_from_the_resume() -> None:
+    spec = tjspec.parse_spec({"recipe": {"name": "digits"}, "runPolicy": {"activeDeadlineSeconds": 20}})
+    started = start_time({"phase": "Suspended"}, False, "2026-01-01T00:00:25Z")
+    assert remaining_deadline(spec, started, "2026-01-01T00:00:30Z") == 20 - 5

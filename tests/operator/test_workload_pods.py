@@ -1,4 +1,6 @@
-"""Production hardening of workload pods and status (issues 4 and 6).
+"""What every workload pod gets from the operator's settings (storage credentials, default
+requests, graceful drain, image pull secrets) and what status says about it (a failed gate's
+drop, the training run's uid, a kubectl scale the HPA overrides).
 
 Pure builder tests first; the ``cluster`` tests at the end have the real kube-apiserver
 validate what the builders produce (server-side dry-run) and exercise the CRD changes.
@@ -13,12 +15,15 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from kubemaas_operator import reconciler
-from kubemaas_operator.manifests import compression, modelservice
-from kubemaas_operator.manifests import trainingjob as tjm
-from kubemaas_operator.observe import DeploymentHealth, ignored_scale, scale_writer
+from kubemaas_operator.controllers.modelservice import artifact, compress
+from kubemaas_operator.controllers.modelservice.status import Observed, build_status
+from kubemaas_operator.controllers.modelservice import children as modelservice
+from kubemaas_operator.controllers.modelservice import compression
+from kubemaas_operator.controllers.trainingjob import children as tjm
+from kubemaas_operator.controllers.trainingjob.spec import parse_spec
+from kubemaas_operator.controllers.modelservice.observe import DeploymentHealth, ignored_scale, scale_writer
 from kubemaas_operator.settings import OperatorSettings
-from kubemaas_operator.specs import parse_modelservice
+from kubemaas_operator.controllers.modelservice.spec import parse_modelservice
 from tests.cluster.harness import ControlPlane
 from tests.operator.support import OperatorProcess, condition, get_json, poll
 
@@ -33,9 +38,9 @@ TJ_OWNER: dict[str, Any] = {
     "metadata": {"name": "train", "namespace": "ml", "uid": "tj-uid-1"},
 }
 BUNDLE = modelservice.ServingBundle(uri="s3://models/digits/v1", sha256="a" * 64)
-PLAIN = OperatorSettings(runtime_image="img:1")
+PLAIN = OperatorSettings(serving_image="img:1", training_image="img:1")
 HARDENED = OperatorSettings(
-    runtime_image="img:1", storage_secret_name="s3-creds", image_pull_secrets=["regcred", "mirror"]
+    serving_image="img:1", training_image="img:1", storage_secret_name="s3-creds", image_pull_secrets=["regcred", "mirror"]
 )
 
 
@@ -50,16 +55,16 @@ def pod_of(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def training_job(settings: OperatorSettings, **spec_fields: Any) -> dict[str, Any]:
-    tspec = tjm.parse_spec({"recipe": {"name": "digits"}, **spec_fields})
+    tspec = parse_spec({"recipe": {"name": "digits"}, **spec_fields})
     return tjm.build_job(
-        TJ_OWNER, tspec, restarts=0, output="s3://models/train", image=settings.runtime_image,
+        TJ_OWNER, tspec, restarts=0, output="s3://models/train", image=settings.training_image,
         image_pull_policy=settings.image_pull_policy, run_as_user=settings.run_as_user,
         pvc_root=settings.pvc_root, active_deadline_seconds=None,
         storage_secret_name=settings.storage_secret_name, image_pull_secrets=settings.image_pull_secrets,
     )
 
 
-# -- 1. storage credentials ---------------------------------------------------------------------
+# -- storage credentials ---------------------------------------------------------------------
 
 
 def test_operator_storage_secret_is_optional_env_from_on_fetch_compress_and_train() -> None:
@@ -103,7 +108,7 @@ def test_settings_validate_secret_names() -> None:
         OperatorSettings(storage_secret_name="Bad_Name")
 
 
-# -- 2. default requests for the HPA -------------------------------------------------------------
+# -- default requests for the HPA -------------------------------------------------------------
 
 
 def resources_of(s: Any, settings: OperatorSettings = PLAIN) -> dict[str, Any]:
@@ -131,7 +136,7 @@ def test_empty_default_requests_are_left_out() -> None:
         OperatorSettings(default_cpu_request="lots")
 
 
-# -- 3. graceful rolling updates ----------------------------------------------------------------
+# -- graceful rolling updates ----------------------------------------------------------------
 
 
 def test_prestop_sleep_and_grace_period_cover_the_drain() -> None:
@@ -146,7 +151,7 @@ def test_prestop_sleep_and_grace_period_cover_the_drain() -> None:
     assert pod["terminationGracePeriodSeconds"] == 0 + 60 + 5
 
 
-# -- 4. a failed gate names the drop ------------------------------------------------------------
+# -- a failed gate names the drop ------------------------------------------------------------
 
 
 def gate_report(*drops: tuple[str, float | None]) -> str:
@@ -158,7 +163,7 @@ def gate_report(*drops: tuple[str, float | None]) -> str:
 
 def test_gate_reason_names_the_best_drop_and_the_budget() -> None:
     base = {"job": "j", "mode": "auto", "maxAccuracyDrop": 0.01, "sourceSha256": "a" * 64}
-    result = reconciler.judge_report(
+    result = compress.judge_report(
         base, "Failed", gate_report(("int8-dynamic", 0.0612), ("fp16", 0.042)), BUNDLE, 0.01
     )
     assert result.status is not None
@@ -169,16 +174,16 @@ def test_gate_reason_names_the_best_drop_and_the_budget() -> None:
     assert [compression.points(x) for x in (0.0104, 0.01, 0.0)] == ["1.04pt", "1pt", "0pt"]
 
 
-# -- 5. lineage: the TrainingJob uid ------------------------------------------------------------
+# -- lineage: the TrainingJob uid ------------------------------------------------------------
 
 
 def test_status_model_source_carries_the_training_job_uid() -> None:
     tj = {"metadata": {"uid": "tj-uid-1"},
           "status": {"phase": "Succeeded", "artifact": {"uri": "s3://m/x", "sha256": "a" * 64}}}
-    source = reconciler.resolve_training_job("ml", "train", tj).bundle
+    source = artifact.resolve_training_job("ml", "train", tj).bundle
     assert source is not None
     assert source.status()["source"] == {"kind": "TrainingJob", "namespace": "ml", "name": "train", "uid": "tj-uid-1"}
-    served = reconciler.judge_report(
+    served = compress.judge_report(
         {"job": "j"}, "Succeeded",
         json.dumps({"selected": "fp16", "bundle": {"uri": "s3://o/y", "sha256": "b" * 64},
                     "variants": [{"name": "fp16", "accuracyDrop": 0.0, "passed": True}]}),
@@ -190,7 +195,7 @@ def test_status_model_source_carries_the_training_job_uid() -> None:
     assert modelservice.serving_bundle_of(dep) == served  # survives an operator restart
 
 
-# -- 6. kubectl scale under an HPA --------------------------------------------------------------
+# -- kubectl scale under an HPA --------------------------------------------------------------
 
 
 def scaled_body(replicas: int, *, via_scale: bool = True) -> dict[str, Any]:
@@ -214,19 +219,19 @@ def test_scale_under_autoscaling_is_reported_not_silently_ignored() -> None:
 
 def test_scale_note_lands_in_available_and_message() -> None:
     note = "spec.replicas 5 (scaled by kubectl) is ignored"
-    st = reconciler.build_status(
+    st = build_status(Observed(
         name="digits", namespace="ml", generation=1, old={}, spec=spec(autoscaling={"maxReplicas": 4}),
-        artifact=reconciler.resolve_training_job(
+        artifact=artifact.resolve_training_job(
             "ml", "t", {"status": {"phase": "Succeeded", "artifact": {"uri": "s3://m/x", "sha256": "a" * 64}}}),
         comp=None, serving=BUNDLE, deployed=True, health=DeploymentHealth(2, 2, 2, 2, True, True, None),
-        observed_replicas=2, now="T", scale_note=note,
-    )
+        observed_replicas=2, scale_note=note,
+    ), now="T")
     available = next(c for c in st["conditions"] if c["type"] == "Available")
     assert (st["phase"], st["reason"], st["message"]) == ("Ready", None, note)
     assert available["message"] == f"2/2 replicas available; {note}"
 
 
-# -- 7. image pull secrets ----------------------------------------------------------------------
+# -- image pull secrets ----------------------------------------------------------------------
 
 
 def test_image_pull_secrets_on_every_workload_pod() -> None:

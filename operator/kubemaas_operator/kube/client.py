@@ -1,20 +1,24 @@
-"""The only module that talks to the Kubernetes API.
+"""The only module that talks to the Kubernetes API: ``Kube``, passed to every controller.
 
 Generic, dict-in/dict-out helpers over the official (synchronous) client, run in a
 bounded thread pool so the kopf event loop never blocks:
 
 * ``apply(obj)``: server-side apply (``application/apply-patch+yaml``) with the operator's
-  field manager and ``force=True`` -- idempotent create-or-patch of a child object.
-* ``get`` / ``list_objects`` / ``delete`` / ``patch_status`` / ``pod_log``.
+  field manager -- idempotent create-or-patch of a child object;
+* ``get`` / ``list_objects`` / ``delete`` / ``patch_status`` / ``merge_patch``;
+* ``create`` (for Events).
 
 Objects are addressed by ``apiVersion`` + ``kind``; plurals come from a small table of the
 kinds the operator touches (plus the naive ``kind.lower() + "s"`` for anything else).
+Errors are the client's ``ApiException`` (``status``, ``reason``, ``body``);
+``api_message`` extracts the API server's own message from one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -24,17 +28,7 @@ from typing import Any, TypeVar, cast
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-__all__ = [
-    "ApiException",
-    "apply",
-    "configure",
-    "delete",
-    "get",
-    "is_not_found",
-    "list_objects",
-    "patch_status",
-    "pod_log",
-]
+__all__ = ["ApiException", "Kube", "api_message", "is_not_found", "path_for"]
 
 T = TypeVar("T")
 
@@ -61,45 +55,11 @@ Sharing one pool, a burst of them occupied every thread and all other calls -- t
 ModelService's Deployment included -- queued behind them for seconds."""
 
 SLOW_LANE_WIDTH = 8
-"""Threads for writes of the SLOW_KINDS, on top of ``api_concurrency``."""
-
-_lock = threading.Lock()
-_state: dict[str, Any] = {"api": None, "pool": None, "slow_pool": None, "field_manager": "kubemaas-operator"}
-
-
-def configure(*, field_manager: str = "kubemaas-operator", concurrency: int = 16) -> None:
-    """Load credentials (in-cluster when KUBERNETES_SERVICE_HOST is set, else KUBECONFIG)."""
-    with _lock:
-        if _state["api"] is not None:
-            _state["field_manager"] = field_manager
-            return
-        cfg = client.Configuration()
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=cfg)
-        else:
-            config.load_kube_config(client_configuration=cfg)
-        cfg.connection_pool_maxsize = max(concurrency, 4) + SLOW_LANE_WIDTH
-        _state["api"] = client.ApiClient(cfg)
-        _state["pool"] = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kubeapi")
-        _state["slow_pool"] = ThreadPoolExecutor(max_workers=SLOW_LANE_WIDTH, thread_name_prefix="kubeapi-slow")
-        _state["field_manager"] = field_manager
-
-
-def _api() -> client.ApiClient:
-    if _state["api"] is None:
-        configure()
-    return cast(client.ApiClient, _state["api"])
-
-
-async def _call(fn: Callable[[], T], *, slow: bool = False) -> T:
-    if _state["pool"] is None:
-        configure()
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_state["slow_pool" if slow else "pool"], fn)
+"""Threads for writes of the SLOW_KINDS, on top of ``concurrency``."""
 
 
 def path_for(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
-    """REST path of a collection (no name) or an object."""
+    """REST path of a collection (no name) or an object, e.g. ``/apis/apps/v1/namespaces/ns/deployments/x``."""
     plural = PLURALS.get(kind, kind.lower() + "s")
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
     ns = f"/namespaces/{namespace}" if namespace else ""
@@ -107,137 +67,157 @@ def path_for(api_version: str, kind: str, namespace: str | None, name: str | Non
     return f"{base}{ns}/{plural}{tail}"
 
 
-def _request(
-    method: str,
-    path: str,
-    *,
-    body: Any = None,
-    query: list[tuple[str, Any]] | None = None,
-    content_type: str = "application/json",
-    response: str | None = "object",
-) -> Any:
-    api = _api()
-    headers = {"Accept": "application/json", "Content-Type": content_type}
-    return api.call_api(
-        path,
-        method,
-        query_params=query or [],
-        header_params=headers,
-        body=body,
-        response_type=response,
-        auth_settings=["BearerToken"],
-        _return_http_data_only=True,
-        _preload_content=response is not None,
-    )
-
-
 def is_not_found(exc: BaseException) -> bool:
+    """Whether ``exc`` is the API's 404."""
     return isinstance(exc, ApiException) and exc.status == 404
 
 
-async def apply(obj: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]:
-    """Server-side apply ``obj`` (must carry apiVersion, kind, metadata.name/namespace)."""
-    meta = obj["metadata"]
-    path = path_for(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
-    query: list[tuple[str, Any]] = [("fieldManager", _state["field_manager"])]
-    if force:
-        query.append(("force", "true"))
-    call = functools.partial(
-        _request, "PATCH", path, body=dict(obj), query=query, content_type="application/apply-patch+yaml"
-    )
-    return cast(dict[str, Any], await _call(call, slow=obj["kind"] in SLOW_KINDS))
-
-
-async def _unless_gone(call: Any) -> Any:
-    """Run an API call; None when its object does not exist (404)."""
+def api_message(exc: ApiException) -> str:
+    """The API server's own message of a refusal (the Status body's ``message``), else the reason."""
     try:
-        return await _call(call)
-    except ApiException as exc:
-        if is_not_found(exc):
-            return None
-        raise
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or exc.reason or f"HTTP {exc.status}")
 
 
-async def get(api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
-    """The object as a dict, or None when it does not exist."""
-    call = functools.partial(_request, "GET", path_for(api_version, kind, namespace, name))
-    return cast(dict[str, Any] | None, await _unless_gone(call))
+class Kube:
+    """A connection to one API server: credentials, thread pools and the field manager.
 
-
-async def list_objects(
-    api_version: str, kind: str, namespace: str | None, *, label_selector: str | None = None
-) -> list[dict[str, Any]]:
-    """Items of a collection, optionally filtered by a label selector."""
-    query = [("labelSelector", label_selector)] if label_selector else []
-    call = functools.partial(_request, "GET", path_for(api_version, kind, namespace), query=query)
-    result = cast(dict[str, Any], await _call(call))
-    return cast(list[dict[str, Any]], result.get("items") or [])
-
-
-async def delete(
-    api_version: str, kind: str, namespace: str | None, name: str, *, propagation: str = "Background"
-) -> bool:
-    """Delete an object; False when it was already gone."""
-    body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
-    call = functools.partial(_request, "DELETE", path_for(api_version, kind, namespace, name), body=body)
-    try:
-        await _call(call)
-    except ApiException as exc:
-        if is_not_found(exc):
-            return False
-        raise
-    return True
-
-
-async def patch_status(
-    api_version: str, kind: str, namespace: str | None, name: str, status: Mapping[str, Any]
-) -> dict[str, Any] | None:
-    """JSON merge patch of ``.status`` through the status subresource (None values delete keys).
-
-    Returns None when the object is gone.
+    Credentials load on first use (in-cluster when KUBERNETES_SERVICE_HOST is set, else
+    KUBECONFIG), so building one does no I/O.
     """
-    path = path_for(api_version, kind, namespace, name) + "/status"
-    call = functools.partial(
-        _request, "PATCH", path, body={"status": dict(status)}, content_type="application/merge-patch+json"
-    )
-    return cast(dict[str, Any] | None, await _unless_gone(call))
 
+    def __init__(self, *, field_manager: str = "kubemaas-operator", concurrency: int = 16) -> None:
+        self.field_manager = field_manager
+        self.concurrency = concurrency
+        self._lock = threading.Lock()
+        self._api: client.ApiClient | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._slow_pool: ThreadPoolExecutor | None = None
 
-async def pod_log(namespace: str, name: str, *, container: str | None = None, tail_lines: int = 50) -> str:
-    """The tail of a pod's log ("" when the pod is gone)."""
-    query: list[tuple[str, Any]] = [("tailLines", tail_lines)]
-    if container:
-        query.append(("container", container))
-    path = path_for("v1", "Pod", namespace, name) + "/log"
+    def _connect(self) -> client.ApiClient:
+        with self._lock:
+            if self._api is None:
+                cfg = client.Configuration()
+                if os.environ.get("KUBERNETES_SERVICE_HOST"):
+                    config.load_incluster_config(client_configuration=cfg)
+                else:
+                    config.load_kube_config(client_configuration=cfg)
+                cfg.connection_pool_maxsize = max(self.concurrency, 4) + SLOW_LANE_WIDTH
+                self._api = client.ApiClient(cfg)
+                self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="kubeapi")
+                self._slow_pool = ThreadPoolExecutor(max_workers=SLOW_LANE_WIDTH, thread_name_prefix="kubeapi-slow")
+            return self._api
 
-    def read() -> str:
-        raw = _request("GET", path, query=query, response=None)  # raw urllib3 response: no JSON guessing
-        return cast(bytes, raw.data).decode("utf-8", errors="replace")
+    async def _call(self, fn: Callable[[], T], *, slow: bool = False) -> T:
+        self._connect()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._slow_pool if slow else self._pool, fn)
 
-    try:
-        return await _call(read)
-    except ApiException as exc:
-        if exc.status in (400, 404):
-            return ""
-        raise
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, Any]] | None = None,
+        content_type: str = "application/json",
+        response: str | None = "object",
+    ) -> Any:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        return self._connect().call_api(
+            path,
+            method,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            response_type=response,
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+            _preload_content=response is not None,
+        )
 
+    async def _unless_gone(self, call: Callable[[], Any]) -> Any:
+        try:
+            return await self._call(call)
+        except ApiException as exc:
+            if is_not_found(exc):
+                return None
+            raise
 
-# --- TrainingJob section (added by the TrainingJob handlers' owner) -------------------------------
+    async def apply(self, obj: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]:
+        """Server-side apply ``obj`` (apiVersion, kind, metadata.name/namespace); the stored object.
 
+        Raises ApiException (e.g. 422 for a name the API refuses, 409 on a conflict without force).
+        """
+        meta = obj["metadata"]
+        path = path_for(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        query: list[tuple[str, Any]] = [("fieldManager", self.field_manager)]
+        if force:
+            query.append(("force", "true"))
+        call = functools.partial(
+            self._request, "PATCH", path, body=dict(obj), query=query, content_type="application/apply-patch+yaml"
+        )
+        return cast(dict[str, Any], await self._call(call, slow=obj["kind"] in SLOW_KINDS))
 
-async def merge_patch(
-    api_version: str, kind: str, namespace: str | None, name: str, body: Mapping[str, Any]
-) -> dict[str, Any] | None:
-    """JSON merge patch of an object's main resource (e.g. a Job's mutable ``spec.suspend``,
-    which server-side apply of a partial object cannot change without giving up the other
-    fields it owns). Returns None when the object is gone."""
-    call = functools.partial(
-        _request, "PATCH", path_for(api_version, kind, namespace, name), body=dict(body),
-        content_type="application/merge-patch+json",
-    )
-    try:
-        return cast(dict[str, Any], await _call(call))
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
+    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """POST ``obj`` to its collection (Events, which are never applied); the stored object."""
+        meta = obj["metadata"]
+        path = path_for(obj["apiVersion"], obj["kind"], meta.get("namespace"))
+        call = functools.partial(self._request, "POST", path, body=dict(obj))
+        return cast(dict[str, Any], await self._call(call))
+
+    async def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """The object as a dict, or None when it does not exist."""
+        call = functools.partial(self._request, "GET", path_for(api_version, kind, namespace, name))
+        return cast(dict[str, Any] | None, await self._unless_gone(call))
+
+    async def list_objects(
+        self, api_version: str, kind: str, namespace: str | None, *,
+        label_selector: str | None = None, field_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Items of a collection, optionally filtered by label and field selectors."""
+        query = [("labelSelector", label_selector)] if label_selector else []
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        call = functools.partial(self._request, "GET", path_for(api_version, kind, namespace), query=query)
+        result = cast(dict[str, Any], await self._call(call))
+        return cast(list[dict[str, Any]], result.get("items") or [])
+
+    async def delete(
+        self, api_version: str, kind: str, namespace: str | None, name: str, *, propagation: str = "Background"
+    ) -> bool:
+        """Delete an object; False when it was already gone."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        call = functools.partial(self._request, "DELETE", path_for(api_version, kind, namespace, name), body=body)
+        return await self._unless_gone(call) is not None
+
+    async def patch_status(
+        self, api_version: str, kind: str, namespace: str | None, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """JSON merge patch of ``.status`` through the status subresource (None values delete keys).
+
+        Returns None when the object is gone.
+        """
+        path = path_for(api_version, kind, namespace, name) + "/status"
+        call = functools.partial(
+            self._request, "PATCH", path, body={"status": dict(status)}, content_type="application/merge-patch+json"
+        )
+        return cast(dict[str, Any] | None, await self._unless_gone(call))
+
+    async def merge_patch(
+        self, api_version: str, kind: str, namespace: str | None, name: str, body: Mapping[str, Any],
+        *, field_manager: str | None = None,
+    ) -> dict[str, Any] | None:
+        """JSON merge patch of an object's main resource (e.g. a Job's mutable ``spec.suspend``,
+        which server-side apply of a partial object cannot change without giving up the other
+        fields it owns). ``field_manager`` records the write under another manager than the
+        operator's (to hand a field's ownership over). Returns None when the object is gone."""
+        query = [("fieldManager", field_manager)] if field_manager else []
+        call = functools.partial(
+            self._request, "PATCH", path_for(api_version, kind, namespace, name), body=dict(body),
+            query=query, content_type="application/merge-patch+json",
+        )
+        return cast(dict[str, Any] | None, await self._unless_gone(call))

@@ -1,9 +1,11 @@
-"""A coalescing per-object work queue on the operator's event loop.
+"""A coalescing per-object work queue on the operator's event loop (client-go's workqueue in
+spirit: dirty set, per-key processing, rate-limited requeue).
 
-Watches on children (Deployments, Jobs, Pods) and on TrainingJobs ``kick()`` the owning
-ModelService; bursts of events collapse into at most one running and one pending sync per
-object, and syncs of one object never overlap (``run()`` from the kopf handlers shares the
-same per-object lock). Failed syncs are retried with capped exponential backoff.
+Watch events of an object and of its children ``kick()`` the object; bursts of events collapse
+into at most one running and one pending sync per object, and syncs of one object never overlap.
+A failed sync is retried with capped exponential back-off through ONE retry timer per object:
+a new failure replaces the timer instead of adding one, so periodic resyncs of a failing object
+never pile up retries. ``kick(delay=...)`` timers (e.g. a TTL that falls due) are separate.
 """
 
 from __future__ import annotations
@@ -29,9 +31,13 @@ class _Entry:
     pending: bool = False
     force: bool = False
     failures: int = 0
+    retry: asyncio.Task[None] | None = None
+    later: asyncio.Task[None] | None = None
 
 
 class WorkQueue:
+    """Per-object syncs of ``sync(key, force)``, coalesced and serialized (see the module doc)."""
+
     def __init__(self, sync: SyncFn, *, base_delay: float = 1.0, max_delay: float = 60.0) -> None:
         self._sync = sync
         self._entries: dict[Key, _Entry] = {}
@@ -60,10 +66,34 @@ class WorkQueue:
         entry.pending = True
         self._spawn(self._worker(key))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def requeue_after(self, key: Key, delay: float) -> None:
+        """Sync ``key`` again in ``delay`` seconds (controller-runtime's ``RequeueAfter``): one such
+        timer per object, a new request replacing the previous one."""
+        entry = self._entry(key)
+        if entry.later is not None:
+            entry.later.cancel()
+        entry.later = self._spawn(self._later(key, False, delay))
+
+    def retry_delay(self, key: Key) -> float:
+        """The back-off before the next retry of ``key``: base * 2**(failures-1), capped at max_delay."""
+        failures = self._entry(key).failures
+        return float(min(self.max_delay, self.base_delay * 2.0 ** min(max(failures - 1, 0), 10)))
+
+    def timers(self, key: Key) -> int:
+        """Retry and requeue-after timers of ``key`` still waiting (0, 1 or 2)."""
+        entry = self._entry(key)
+        return sum(1 for timer in (entry.retry, entry.later) if timer is not None and not timer.done())
+
+    def busy(self, key: Key) -> bool:
+        """Whether a sync of ``key`` is running or queued."""
+        entry = self._entry(key)
+        return entry.pending or entry.lock.locked()
 
     async def _later(self, key: Key, force: bool, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -81,11 +111,16 @@ class WorkQueue:
                 raise
             except Exception as exc:
                 entry.failures += 1
-                retry = min(self.max_delay, self.base_delay * 2 ** min(entry.failures - 1, 10))
+                retry = self.retry_delay(key)
                 log.warning("sync of %s/%s failed (%s); retrying in %.0fs", *key, exc, retry)
-                self.kick(key, force=force, delay=retry)
+                if entry.retry is not None and entry.retry is not asyncio.current_task():
+                    entry.retry.cancel()
+                entry.retry = self._spawn(self._later(key, force, retry))
             else:
                 entry.failures = 0
+                if entry.retry is not None:
+                    entry.retry.cancel()
+                    entry.retry = None
 
     async def run(self, key: Key, *, force: bool = True) -> None:
         """Sync ``key`` now (serialized with queued syncs); exceptions propagate to the caller."""
@@ -96,8 +131,17 @@ class WorkQueue:
     def forget(self, key: Key) -> None:
         """Drop bookkeeping for a deleted object (a pending sync still runs and finds nothing)."""
         entry = self._entries.get(key)
+        for timer in (entry.retry, entry.later) if entry is not None else ():
+            if timer is not None:
+                timer.cancel()
         if entry is not None and not entry.pending and not entry.lock.locked():
             del self._entries[key]
 
+    def shutdown(self) -> None:
+        """Cancel every timer and queued sync (the operator is stopping)."""
+        for task in list(self._tasks):
+            task.cancel()
+
     def __len__(self) -> int:
+        """Objects with bookkeeping (a deleted object's entry goes with ``forget``)."""
         return len(self._entries)

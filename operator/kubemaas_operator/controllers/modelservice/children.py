@@ -1,4 +1,8 @@
-"""ModelService children: Deployment (fetch init container + kubemaas serve), Service, HPA."""
+"""ModelService children: Deployment (fetch init container + kubemaas serve), Service, HPA. Pure.
+
+A spec field that changes the serving pods takes effect here (``serving_env`` for a runtime
+setting, ``deployment`` for the pod shape); everything here enters ``spec_hash``, so pods roll.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubemaas_operator.manifests.common import (
+from kubemaas_operator.controllers.modelservice.spec import ModelServiceSpec, Storage
+from kubemaas_operator.kube.manifests import (
     ANNOTATION_SPEC_HASH,
     GROUP,
     LABEL_COMPONENT,
@@ -25,10 +30,11 @@ from kubemaas_operator.manifests.common import (
     storage_env_from,
 )
 from kubemaas_operator.settings import OperatorSettings
-from kubemaas_operator.specs import ModelServiceSpec
+from kubemaas_runtime import contracts
+from kubemaas_runtime.contracts import ServingEnv, StorageEnv
 
 COMPONENT = "predictor"
-MODEL_DIR = "/mnt/models"
+MODEL_DIR = contracts.MODEL_DIR
 AUTH_DIR = "/var/run/secrets/kubemaas/auth"
 CONTAINER = "kserve-container"
 FETCH_CONTAINER = "storage-initializer"
@@ -127,19 +133,21 @@ def serving_env(name: str, spec: ModelServiceSpec, settings: OperatorSettings) -
     """Contract 1: the serving settings as KUBEMAAS_* env vars."""
     rt = spec.runtime
     env: list[dict[str, Any]] = [
-        {"name": "KUBEMAAS_MODEL_DIR", "value": MODEL_DIR},
-        {"name": "KUBEMAAS_MODEL_NAME", "value": name},
-        {"name": "KUBEMAAS_HOST", "value": "0.0.0.0"},
-        {"name": "KUBEMAAS_PORT", "value": str(settings.runtime_port)},
-        {"name": "KUBEMAAS_MAX_BATCH_SIZE", "value": str(rt.max_batch_size)},
-        {"name": "KUBEMAAS_MAX_DELAY_MS", "value": _num(rt.max_delay_ms)},
-        {"name": "KUBEMAAS_MAX_QUEUE", "value": str(rt.max_queue)},
-        {"name": "KUBEMAAS_INTRA_OP_THREADS", "value": str(rt.threads)},
-        {"name": "KUBEMAAS_INTER_OP_THREADS", "value": "1"},
-        {"name": "KUBEMAAS_DRAIN_TIMEOUT_S", "value": str(settings.drain_timeout_s)},
+        {"name": ServingEnv.MODEL_DIR, "value": MODEL_DIR},
+        {"name": ServingEnv.MODEL_NAME, "value": name},
+        {"name": ServingEnv.HOST, "value": "0.0.0.0"},
+        {"name": ServingEnv.PORT, "value": str(settings.runtime_port)},
+        {"name": ServingEnv.MAX_BATCH_SIZE, "value": str(rt.max_batch_size)},
+        {"name": ServingEnv.MAX_DELAY_MS, "value": _num(rt.max_delay_ms)},
+        {"name": ServingEnv.MAX_QUEUE, "value": str(rt.max_queue)},
+        {"name": ServingEnv.INTRA_OP_THREADS, "value": str(rt.threads)},
+        {"name": ServingEnv.INTER_OP_THREADS, "value": "1"},
+        {"name": ServingEnv.DRAIN_TIMEOUT_S, "value": str(settings.drain_timeout_s)},
     ]
+    if rt.batch_axis is not None:
+        env.append({"name": ServingEnv.BATCH_AXIS, "value": str(rt.batch_axis)})
     if rt.auth_secret_name:
-        env.append({"name": "KUBEMAAS_AUTH_TOKEN_FILE", "value": f"{AUTH_DIR}/token"})
+        env.append({"name": ServingEnv.AUTH_TOKEN_FILE, "value": f"{AUTH_DIR}/token"})
     reserved = {e["name"] for e in env}
     env += [{"name": e.name, "value": e.value} for e in rt.env if e.name not in reserved]
     return env
@@ -181,9 +189,10 @@ def spec_hash(name: str, spec: ModelServiceSpec, bundle: ServingBundle, settings
             "name": name,
             "bundle": [bundle.uri, bundle.sha256, bundle.variant],
             "runtime": spec.runtime.model_dump(mode="json", by_alias=True),
-            "image": spec.runtime.image or settings.runtime_image,
+            "image": spec.runtime.image or settings.serving_image,
             "port": settings.runtime_port,
             **({"storageSecret": spec.model.storage_secret_name} if spec.model.storage_secret_name else {}),
+            **({"storage": spec.storage.model_dump(by_alias=True)} if spec.storage != Storage() else {}),
         }
     )
 
@@ -193,10 +202,10 @@ def deployment(
 ) -> dict[str, Any]:
     """The serving Deployment; replicas omitted when an HPA owns them."""
     name = owner["metadata"]["name"]
-    image = spec.runtime.image or settings.runtime_image
+    image = spec.runtime.image or settings.serving_image
     pod_labels = {**labels(COMPONENT, name, **{LABEL_MODELSERVICE: name}), **match_labels(name)}
     volumes: list[dict[str, Any]] = [
-        {"name": "models", "emptyDir": {}},
+        {"name": "models", "emptyDir": {"sizeLimit": spec.storage.size_limit}},
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
     ]
     fetch_mounts: list[dict[str, Any]] = [
@@ -264,7 +273,7 @@ def deployment(
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["kubemaas"],
         "args": ["fetch", bundle.uri, MODEL_DIR],
-        "env": [{"name": "KUBEMAAS_PVC_ROOT", "value": settings.pvc_root}],
+        "env": [{"name": StorageEnv.PVC_ROOT, "value": settings.pvc_root}],
         "envFrom": storage_env_from(secret, optional=optional),
         "volumeMounts": fetch_mounts,
         "securityContext": container_security_context(),

@@ -8,28 +8,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kubemaas_operator.manifests.common import (
-    GROUP,
-    LABEL_MODELSERVICE,
-    child_name,
-    container_security_context,
-    effective_storage_secret,
-    image_pull_secrets,
-    labels,
-    owner_reference,
-    pod_security_context,
-    pvc_claim,
-    pvc_volume,
-    stable_hash,
-    storage_env_from,
-)
+from kubemaas_operator.controllers.modelservice.spec import ModelServiceSpec
+from kubemaas_operator.kube import manifests as common
 from kubemaas_operator.settings import OperatorSettings
-from kubemaas_operator.specs import ModelServiceSpec
+from kubemaas_runtime import contracts
+from kubemaas_runtime.contracts import CompressionEnv, StorageEnv
 
 COMPONENT = "compressor"
 CONTAINER = "compress"
-ANNOTATION_SOURCE_URI = f"{GROUP}/source-uri"
-ANNOTATION_SOURCE_SHA = f"{GROUP}/source-sha256"
+ANNOTATION_SOURCE_URI = f"{common.GROUP}/source-uri"
+ANNOTATION_SOURCE_SHA = f"{common.GROUP}/source-sha256"
 
 
 class Variant(BaseModel):
@@ -129,12 +117,12 @@ def parse_report(message: str) -> Report:
 def digest(source_sha256: str, spec: ModelServiceSpec) -> str:
     """8 hex chars over the source bundle checksum and the compression spec."""
     comp = spec.compression
-    return stable_hash({"sha256": source_sha256, "mode": comp.mode, "maxAccuracyDrop": comp.max_accuracy_drop}, 8)
+    return common.stable_hash({"sha256": source_sha256, "mode": comp.mode, "maxAccuracyDrop": comp.max_accuracy_drop}, 8)
 
 
 def job_name(msvc: str, source_sha256: str, spec: ModelServiceSpec) -> str:
     """Deterministic ``<msvc>-compress-<digest8>``, at most 63 characters."""
-    return child_name(msvc, f"compress-{digest(source_sha256, spec)}")
+    return common.child_name(msvc, f"compress-{digest(source_sha256, spec)}")
 
 
 def output_uri(store: str, namespace: str, msvc: str, source_sha256: str, spec: ModelServiceSpec) -> str:
@@ -152,24 +140,24 @@ def job(
     meta = owner["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     out = output_uri(settings.model_store_uri, namespace, name, source_sha256, spec)
-    image = spec.runtime.image or settings.runtime_image
-    pod_labels = labels(COMPONENT, name, **{LABEL_MODELSERVICE: name})
+    image = spec.runtime.image or settings.serving_image
+    pod_labels = common.labels(COMPONENT, name, **{common.LABEL_MODELSERVICE: name})
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     claims: dict[str, bool] = {}
-    out_claim, in_claim = pvc_claim(out), pvc_claim(source_uri)
+    out_claim, in_claim = common.pvc_claim(out), common.pvc_claim(source_uri)
     if in_claim:
         claims[in_claim] = True
     if out_claim:
         claims[out_claim] = False
     for claim, read_only in claims.items():
-        volume, mount = pvc_volume(claim, settings.pvc_root, read_only=read_only)
+        volume, mount = common.pvc_volume(claim, settings.pvc_root, read_only=read_only)
         volumes.append(volume)
         mounts.append(mount)
     comp = spec.compression
     # One set of credentials reads the source and writes the store: the ModelService's own
     # secret when it names one (then it must reach both), else the operator's.
-    secret, optional = effective_storage_secret(spec.model.storage_secret_name, settings.storage_secret_name)
+    secret, optional = common.effective_storage_secret(spec.model.storage_secret_name, settings.storage_secret_name)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,
@@ -183,17 +171,17 @@ def job(
             "--max-accuracy-drop", repr(comp.max_accuracy_drop),
         ],
         "env": [
-            {"name": "KUBEMAAS_PVC_ROOT", "value": settings.pvc_root},
-            {"name": "KUBEMAAS_TERMINATION_LOG", "value": "/dev/termination-log"},
-            {"name": "KUBEMAAS_INTRA_OP_THREADS", "value": str(spec.runtime.threads)},
+            {"name": StorageEnv.PVC_ROOT, "value": settings.pvc_root},
+            {"name": CompressionEnv.TERMINATION_LOG, "value": contracts.TERMINATION_LOG},
+            {"name": CompressionEnv.INTRA_OP_THREADS, "value": str(spec.runtime.threads)},
             {"name": "HOME", "value": "/tmp"},
         ],
         "volumeMounts": mounts,
-        "securityContext": container_security_context(),
-        "terminationMessagePath": "/dev/termination-log",
+        "securityContext": common.container_security_context(),
+        "terminationMessagePath": contracts.TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    env_from = storage_env_from(secret, optional=optional)
+    env_from = common.storage_env_from(secret, optional=optional)
     if env_from:
         container["envFrom"] = env_from
     limits = spec.runtime.resources.limits
@@ -203,12 +191,12 @@ def job(
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": pod_security_context(settings.run_as_user),
+        "securityContext": common.pod_security_context(settings.run_as_user),
         "containers": [container],
         "volumes": volumes,
     }
     if settings.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = image_pull_secrets(settings.image_pull_secrets)
+        pod_spec["imagePullSecrets"] = common.image_pull_secrets(settings.image_pull_secrets)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -217,7 +205,7 @@ def job(
             "namespace": namespace,
             "labels": pod_labels,
             "annotations": {ANNOTATION_SOURCE_URI: source_uri, ANNOTATION_SOURCE_SHA: source_sha256},
-            "ownerReferences": [owner_reference(owner)],
+            "ownerReferences": [common.owner_reference(owner)],
         },
         "spec": {
             "backoffLimit": 0,

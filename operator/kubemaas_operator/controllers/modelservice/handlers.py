@@ -1,4 +1,4 @@
-"""ModelService handlers: thin entry points into ``reconciler.sync`` through the work queue.
+"""ModelService handlers: thin entry points into ``reconcile.sync`` through the work queue.
 
 - every watch event of a ModelService (the initial listing at startup included): kick it;
 - events of owned Deployments, Jobs and Pods (label ``kubemaas.io/modelservice``): kick the owner;
@@ -22,12 +22,13 @@ from typing import Any
 
 import kopf
 
-from kubemaas_operator import cluster, reconciler
-from kubemaas_operator.cache import Cache
-from kubemaas_operator.manifests.common import API_VERSION, GROUP, LABEL_MODELSERVICE, VERSION
-from kubemaas_operator.observe import pod_attention
-from kubemaas_operator.settings import OperatorSettings
-from kubemaas_operator.workqueue import Key, WorkQueue
+from kubemaas_operator.controllers.context import Context
+from kubemaas_operator.controllers.modelservice import reconcile
+from kubemaas_operator.kube.cache import Cache
+from kubemaas_operator.kube.client import ApiException
+from kubemaas_operator.kube.manifests import API_VERSION, GROUP, LABEL_MODELSERVICE, VERSION
+from kubemaas_operator.kube.observe import pod_attention
+from kubemaas_operator.kube.workqueue import Key, WorkQueue
 
 MODELSERVICES = (GROUP, VERSION, "modelservices")
 TRAININGJOBS = (GROUP, VERSION, "trainingjobs")
@@ -44,11 +45,13 @@ def _remember(cache: Cache, type: str | None, body: kopf.Body, kind: str) -> Non
         cache.put({**body, "kind": kind})
 
 
-def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
-    cache = Cache()
+def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
+    """Register the ModelService handlers into ``registry``; they reconcile through ``ctx``."""
+    cache, settings = ctx.cache, ctx.settings
+    ctx = Context(ctx.kube, settings, cache, log)
 
     async def _sync(key: Key, force: bool) -> None:
-        await reconciler.sync(key[0], key[1], settings, log, force=force, cache=cache)
+        await reconcile.sync(ctx, key[0], key[1], force=force)
 
     queue = WorkQueue(_sync)
 
@@ -62,10 +65,10 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             await asyncio.sleep(settings.resync_period_s)
             try:
                 for scope in scopes or [None]:
-                    for item in await cluster.list_objects(API_VERSION, "ModelService", scope):
+                    for item in await ctx.kube.list_objects(API_VERSION, "ModelService", scope):
                         meta = item["metadata"]
                         queue.kick((meta["namespace"], meta["name"]), force=True)
-            except cluster.ApiException as exc:
+            except ApiException as exc:
                 log.warning(f"resync: cannot list ModelServices: {exc.status} {exc.reason}")
 
     @kopf.on.startup(id="modelservice-resync-start", registry=registry)
@@ -76,6 +79,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     async def stop_resync(**_: Any) -> None:
         for task in tasks:
             task.cancel()
+        queue.shutdown()
 
     # Explicit ids: kopf names handlers by __qualname__ ("register.<locals>.f") otherwise, and an
     # index reaches handlers as a kwarg named by its id.

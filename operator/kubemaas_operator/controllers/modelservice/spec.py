@@ -1,17 +1,23 @@
-"""Typed views of custom resource specs (the CRD schema validates; these give names and defaults).
+"""The ModelService spec as a typed view (the CRD schema validates; this gives names and defaults).
 
-``extra="ignore"`` so a newer CRD field never crashes an older operator.
+``extra="ignore"`` so a newer CRD field never crashes an older operator. Defaults come from
+``kubemaas_runtime.contracts`` (the CRD's are checked against them by tests/operator/test_contracts.py).
+A new spec field goes here, in ``crds/modelservice.yaml`` (then ``bash charts/sync-crds.sh``), and
+where it takes effect: ``children.py`` (the pods) or a reconcile step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import kopf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-CompressionMode = Literal["none", "auto", "int8-dynamic", "int8-static", "fp16"]
+from kubemaas_runtime import contracts
+
+DEFAULT_MODEL_SIZE_LIMIT = "10Gi"
+"""sizeLimit of the model emptyDir when spec.storage.sizeLimit is unset."""
 
 
 class _Spec(BaseModel):
@@ -19,10 +25,14 @@ class _Spec(BaseModel):
 
 
 class TrainingJobRef(_Spec):
+    """A TrainingJob in the ModelService's namespace whose ``status.artifact`` is served."""
+
     name: str
 
 
 class ModelSource(_Spec):
+    """``spec.model``: exactly one of ``uri`` or ``trainingJobRef``."""
+
     uri: str | None = None
     training_job_ref: TrainingJobRef | None = Field(default=None, alias="trainingJobRef")
     storage_secret_name: str | None = Field(default=None, alias="storageSecretName")
@@ -30,47 +40,72 @@ class ModelSource(_Spec):
 
 
 class Compression(_Spec):
-    mode: CompressionMode = "none"
-    max_accuracy_drop: float = Field(default=0.01, alias="maxAccuracyDrop", ge=0, le=1)
+    """``spec.compression``: which variant to serve, under which accuracy budget."""
+
+    mode: contracts.CompressionMode = contracts.DEFAULT_COMPRESSION_MODE
+    max_accuracy_drop: float = Field(default=contracts.DEFAULT_MAX_ACCURACY_DROP, alias="maxAccuracyDrop", ge=0, le=1)
 
 
 class EnvVar(_Spec):
+    """One extra env var of the serving container."""
+
     name: str
     value: str = ""
 
 
 class Resources(_Spec):
+    """Compute requests and limits (Kubernetes quantities)."""
+
     requests: dict[str, str | int] = Field(default_factory=dict)
     limits: dict[str, str | int] = Field(default_factory=dict)
 
 
 class Runtime(_Spec):
+    """``spec.runtime``: the serving container (``kubemaas serve``)."""
+
     image: str | None = None
-    max_batch_size: int = Field(default=32, alias="maxBatchSize", ge=1)
-    max_delay_ms: float = Field(default=2.0, alias="maxDelayMs", ge=0)
-    max_queue: int = Field(default=256, alias="maxQueue", ge=1)
-    threads: int = Field(default=1, ge=1)
+    max_batch_size: int = Field(default=contracts.DEFAULT_MAX_BATCH_SIZE, alias="maxBatchSize", ge=1)
+    max_delay_ms: float = Field(default=contracts.DEFAULT_MAX_DELAY_MS, alias="maxDelayMs", ge=0)
+    max_queue: int = Field(default=contracts.DEFAULT_MAX_QUEUE, alias="maxQueue", ge=1)
+    batch_axis: int | None = Field(default=None, alias="batchAxis", ge=0)
+    """The input axis requests are merged along (the manifest's declared one when unset)."""
+    threads: int = Field(default=contracts.DEFAULT_THREADS, ge=1)
     auth_secret_name: str | None = Field(default=None, alias="authSecretName")
     env: list[EnvVar] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
 
 
+class Storage(_Spec):
+    """``spec.storage``: the model volume of every serving pod."""
+
+    size_limit: str = Field(default=DEFAULT_MODEL_SIZE_LIMIT, alias="sizeLimit")
+    """sizeLimit of the emptyDir the storage initializer fills (a Kubernetes quantity)."""
+
+
 class Autoscaling(_Spec):
+    """``spec.autoscaling``: an autoscaling/v2 HPA on CPU, which then owns the replica count."""
+
     min_replicas: int = Field(default=1, alias="minReplicas", ge=1)
     max_replicas: int = Field(alias="maxReplicas", ge=1)
     target_cpu: int = Field(default=80, alias="targetCPUUtilizationPercentage", ge=1, le=100)
 
 
 class ModelServiceSpec(_Spec):
+    """``spec`` of a ModelService."""
+
     model: ModelSource
     compression: Compression = Field(default_factory=Compression)
     runtime: Runtime = Field(default_factory=Runtime)
+    storage: Storage = Field(default_factory=Storage)
     replicas: int = Field(default=1, ge=0)
     autoscaling: Autoscaling | None = None
 
 
 def parse_modelservice(spec: Mapping[str, Any]) -> ModelServiceSpec:
-    """Validate a ModelService spec; a bad one is a kopf.PermanentError naming the field and value."""
+    """Validate a ModelService spec.
+
+    Raises kopf.PermanentError naming the field and the value when it is invalid.
+    """
     try:
         parsed = ModelServiceSpec.model_validate(dict(spec))
     except ValidationError as exc:

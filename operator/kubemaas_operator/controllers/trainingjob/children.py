@@ -1,4 +1,4 @@
-"""TrainingJob spec -> headless Service + Indexed Job (one Job per gang generation). Pure.
+"""TrainingJob children: headless Service + Indexed Job (one Job per gang generation). Pure.
 
 Naming (deterministic, so every call is idempotent):
 
@@ -24,11 +24,12 @@ Env contract on every rank (Kubeflow PyTorchJob's, both forms):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from kubemaas_operator.manifests import common
+from kubemaas_operator.controllers.trainingjob.spec import TrainingJobSpec
+from kubemaas_operator.kube import manifests as common
+from kubemaas_runtime import contracts
+from kubemaas_runtime.contracts import StorageEnv, TrainingEnv
 
 COMPONENT = "training"
 CONTAINER = "trainer"
@@ -36,70 +37,9 @@ LABEL_RESTART = f"{common.GROUP}/restart"
 """Pod and Job label: the gang generation (``status.restarts`` when the Job was created)."""
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 """Annotation (and label) the job controller puts on every pod of an Indexed Job."""
-TERMINATION_LOG = "/dev/termination-log"
-DEFAULT_MASTER_PORT = 23456
-
-
-class _Camel(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
-
-
-class Recipe(_Camel):
-    name: Literal["digits", "sequence"]
-    epochs: int | None = None
-    batch_size: int | None = Field(default=None, alias="batchSize")
-    lr: float | None = None
-    seed: int | None = None
-    prune_amount: float | None = Field(default=None, alias="pruneAmount")
-
-
-class PodTemplate(_Camel):
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
-    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
-    service_account_name: str | None = Field(default=None, alias="serviceAccountName")
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
-    env: list[dict[str, Any]] = Field(default_factory=list)
-
-
-class Output(_Camel):
-    uri: str | None = None
-    storage_secret_name: str | None = Field(default=None, alias="storageSecretName")
-    """Secret with storage credentials for the output URI (overrides the operator's)."""
-
-
-class RunPolicy(_Camel):
-    backoff_limit: int = Field(default=3, alias="backoffLimit")
-    active_deadline_seconds: int | None = Field(default=None, alias="activeDeadlineSeconds")
-    ttl_seconds_after_finished: int | None = Field(default=None, alias="ttlSecondsAfterFinished")
-    clean_pod_policy: Literal["None", "Running", "All"] = Field(default="None", alias="cleanPodPolicy")
-    suspend: bool = False
-
-
-class TrainingJobSpec(_Camel):
-    """The CRD's spec (validated by the API server; defaults repeated here for pure callers)."""
-
-    replicas: int = 1
-    procs_per_node: int = Field(default=1, alias="procsPerNode")
-    backend: Literal["gloo", "nccl"] = "gloo"
-    master_port: int = Field(default=DEFAULT_MASTER_PORT, alias="masterPort")
-    recipe: Recipe | None = None
-    image: str | None = None
-    image_pull_policy: str | None = Field(default=None, alias="imagePullPolicy")
-    command: list[str] | None = None
-    args: list[str] | None = None
-    resources: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    pod_template: PodTemplate = Field(default_factory=PodTemplate, alias="podTemplate")
-    output: Output = Field(default_factory=Output)
-    run_policy: RunPolicy = Field(default_factory=RunPolicy, alias="runPolicy")
-
-    @property
-    def world_size(self) -> int:
-        return self.replicas * self.procs_per_node
-
-
-def parse_spec(spec: Mapping[str, Any]) -> TrainingJobSpec:
-    return TrainingJobSpec.model_validate(dict(spec))
+TERMINATION_LOG = contracts.TERMINATION_LOG
+ANNOTATION_SHAPE = f"{common.GROUP}/gang-shape"
+"""Job annotation: ``TrainingJobSpec.shape_hash()`` of the gang the Job runs."""
 
 
 def service_name(tj: str) -> str:
@@ -179,11 +119,11 @@ def env_contract(spec: TrainingJobSpec, owner: Mapping[str, Any], restarts: int)
         {"name": "PET_NNODES", "value": str(spec.replicas)},
         {"name": "PET_NPROC_PER_NODE", "value": str(spec.procs_per_node)},
         {"name": "PET_NODE_RANK", "valueFrom": _rank_from_index()},
-        {"name": "KUBEMAAS_BACKEND", "value": spec.backend},
-        {"name": "KUBEMAAS_SOURCE_NAMESPACE", "value": str(meta["namespace"])},
-        {"name": "KUBEMAAS_SOURCE_NAME", "value": tj},
-        {"name": "KUBEMAAS_SOURCE_UID", "value": str(meta["uid"])},
-        {"name": "KUBEMAAS_TERMINATION_LOG", "value": TERMINATION_LOG},
+        {"name": TrainingEnv.BACKEND, "value": spec.backend},
+        {"name": TrainingEnv.SOURCE_NAMESPACE, "value": str(meta["namespace"])},
+        {"name": TrainingEnv.SOURCE_NAME, "value": tj},
+        {"name": TrainingEnv.SOURCE_UID, "value": str(meta["uid"])},
+        {"name": TrainingEnv.TERMINATION_LOG, "value": TERMINATION_LOG},
     ]
 
 
@@ -251,7 +191,7 @@ def build_job(
         volume, mount = common.pvc_volume(claim, pvc_root, read_only=False)
         volumes.append(volume)
         mounts.append(mount)
-        env.append({"name": "KUBEMAAS_PVC_ROOT", "value": pvc_root})
+        env.append({"name": StorageEnv.PVC_ROOT, "value": pvc_root})
     env += [dict(e) for e in spec.pod_template.env]
 
     container: dict[str, Any] = {
@@ -313,6 +253,7 @@ def build_job(
             "name": job_name(tj, restarts),
             "namespace": meta["namespace"],
             "labels": labels,
+            "annotations": {ANNOTATION_SHAPE: spec.shape_hash()},
             "ownerReferences": [common.owner_reference(owner)],
         },
         "spec": job_spec,

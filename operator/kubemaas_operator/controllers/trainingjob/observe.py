@@ -22,9 +22,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kubemaas_operator import status
-from kubemaas_operator.manifests.trainingjob import COMPLETION_INDEX, CONTAINER
-from kubemaas_operator.status import Condition
+from kubemaas_operator.controllers.trainingjob.children import COMPLETION_INDEX, CONTAINER
+from kubemaas_operator.kube import conditions as status
+from kubemaas_operator.kube.conditions import Condition
+from kubemaas_operator.kube.observe import condition_true, terminated
 
 Phase = Literal["Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
 Action = Literal["wait", "create", "restart", "finish"]
@@ -90,17 +91,9 @@ def count_replicas(pods: Sequence[Mapping[str, Any]]) -> ReplicaCounts:
     return ReplicaCounts(active=active, succeeded=succeeded, failed=failed)
 
 
-def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    statuses = _get(pod, "status", "containerStatuses") or []
-    chosen = next((s for s in statuses if s.get("name") == CONTAINER), statuses[0] if statuses else None)
-    if not isinstance(chosen, Mapping):
-        return None
-    state = _get(chosen, "state", "terminated") or _get(chosen, "lastState", "terminated")
-    return state if isinstance(state, Mapping) else None
-
-
 def termination_message(pod: Mapping[str, Any]) -> str:
-    term = _terminated(pod)
+    """The trainer container's termination message in ``pod`` ("" when none)."""
+    term = terminated(pod, CONTAINER)
     return str(term.get("message") or "") if term else ""
 
 
@@ -137,13 +130,6 @@ def parse_artifact(message: str) -> tuple[dict[str, Any] | None, str]:
     return out, ""
 
 
-def _job_condition(job: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
-    for cond in _get(job or {}, "status", "conditions") or []:
-        if cond.get("type") == kind and cond.get("status") == "True":
-            return dict(cond)
-    return None
-
-
 def _clip(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
@@ -157,7 +143,7 @@ def _failure(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]) -
     )
     if failed:
         pod = failed[0]
-        term = _terminated(pod) or {}
+        term = terminated(pod, CONTAINER) or {}
         why = str(term.get("reason") or _get(pod, "status", "reason") or "Failed")
         code = term.get("exitCode")
         detail = termination_message(pod) or str(_get(pod, "status", "message") or "")
@@ -165,7 +151,7 @@ def _failure(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]) -
         if code is not None:
             text += f" (exit code {code})"
         return text + (f": {detail}" if detail else "")
-    cond = _job_condition(job, "Failed") or _job_condition(job, "FailureTarget")
+    cond = condition_true(job, "Failed") or condition_true(job, "FailureTarget")
     if cond is not None:
         return f"Job {_get(job or {}, 'metadata', 'name')} failed: {cond.get('reason')}: {cond.get('message', '')}"
     if int(_get(job or {}, "status", "failed") or 0) > 0:
@@ -181,9 +167,17 @@ def assess(
     suspend: bool,
     job: Mapping[str, Any] | None,
     pods: Sequence[Mapping[str, Any]],
+    promises_artifact: bool = True,
 ) -> Assessment:
-    """The current generation's state and the operator's next action (see the module doc)."""
+    """The current generation's state and the operator's next action (see the module doc).
+
+    ``replicas`` is the spec's; once the generation's Job exists its own ``completions`` counts
+    (the gang that actually runs). ``promises_artifact``: rank 0 must report an artifact with a
+    sha256, else the run fails (``TrainingJobSpec.promises_artifact``).
+    """
     counts = count_replicas(pods)
+    if job is not None:
+        replicas = int((job.get("spec") or {}).get("completions") or replicas)
     generation = f"generation r{restarts}"
     if job is None:
         if suspend:
@@ -191,7 +185,7 @@ def assess(
         phase: Phase = "Restarting" if restarts > 0 else "Pending"
         return Assessment(phase, "Creating", f"creating the gang ({generation})", "create", counts)
 
-    deadline = _job_condition(job, "Failed") or _job_condition(job, "FailureTarget")
+    deadline = condition_true(job, "Failed") or condition_true(job, "FailureTarget")
     if deadline is not None and deadline.get("reason") == "DeadlineExceeded":
         return Assessment(
             "Failed", "DeadlineExceeded",
@@ -200,13 +194,8 @@ def assess(
         )
 
     done = {rank_of(p) for p in pods if _phase(p) == "Succeeded"}
-    if _job_condition(job, "Complete") is not None or done >= set(range(replicas)):
-        rank0 = next((p for p in pods if _phase(p) == "Succeeded" and rank_of(p) == 0), None)
-        artifact, problem = parse_artifact(termination_message(rank0) if rank0 else "")
-        message = f"all {replicas} ranks succeeded"
-        if problem:
-            message += f"; no artifact: {problem}"
-        return Assessment("Succeeded", "AllRanksSucceeded", _clip(message), "finish", counts, artifact)
+    if condition_true(job, "Complete") is not None or done >= set(range(replicas)):
+        return _finished(replicas, pods, counts, promises_artifact)
 
     if suspend:
         msg = "suspended; holds no pods" if counts.active == 0 else f"suspending: {counts.active} pods terminating"
@@ -236,6 +225,24 @@ def assess(
                       f"{len(up & set(range(replicas)))}/{replicas} ranks running ({generation})", "wait", counts)
 
 
+def _finished(
+    replicas: int, pods: Sequence[Mapping[str, Any]], counts: ReplicaCounts, promises_artifact: bool
+) -> Assessment:
+    """Every rank succeeded: Succeeded with rank 0's artifact, or Failed when a promised one is missing."""
+    rank0 = next((p for p in pods if _phase(p) == "Succeeded" and rank_of(p) == 0), None)
+    artifact, problem = parse_artifact(termination_message(rank0) if rank0 else "")
+    if artifact is not None and "sha256" not in artifact:
+        problem = f"artifact {artifact['uri']} has no sha256"
+        artifact = None
+    message = f"all {replicas} ranks succeeded"
+    if problem and promises_artifact:
+        why = f"{message}, but rank 0 reported no usable artifact: {problem} (the recipe or spec.output.uri promises one)"
+        return Assessment("Failed", "ArtifactMissing", _clip(why), "finish", counts)
+    if problem:
+        message += f"; no artifact ({problem})"
+    return Assessment("Succeeded", "AllRanksSucceeded", _clip(message), "finish", counts, artifact)
+
+
 def desired_conditions(assessment: Assessment, *, created: bool) -> list[Condition]:
     """All six condition types: the current phase's is True, the others False; Created is
     True once the gang's first Job exists. ``status.merge_conditions`` adds the timestamps."""
@@ -247,6 +254,9 @@ def desired_conditions(assessment: Assessment, *, created: bool) -> list[Conditi
     for kind in CONDITION_TYPES[1:]:
         if assessment.phase == kind:
             out.append(status.true(kind, assessment.reason, assessment.message))
+        elif kind == "Running" and assessment.phase in ("Pending", "Restarting"):
+            # Why the gang does not run yet (WaitingForRanks, FailedCreate, Conflict, ...).
+            out.append(status.false(kind, assessment.reason, assessment.message))
         else:
             out.append(status.false(kind, f"Not{kind}"))
     return out

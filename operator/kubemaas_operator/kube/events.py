@@ -1,0 +1,73 @@
+"""Kubernetes Events on our custom resources (what ``kubectl describe`` shows), posted through
+the operator's own client.
+
+kopf's ``kopf.event()`` only works inside a task kopf itself runs for that object (it needs
+kopf's per-object event queue in a context variable); the TrainingJob controller called it from
+timer tasks and work-queue workers, where the lookup failed and a broad ``except`` hid it, and
+the ModelService controller posted none. Events here are core/v1 Events, as KServe's and
+Kubeflow's controllers record them (reason CamelCase, message one sentence), posted only on a
+transition so a periodic resync never repeats one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from kubemaas_operator.kube.client import ApiException, Kube, api_message
+from kubemaas_operator.kube.manifests import MANAGED_BY
+from kubemaas_operator.kube.observe import Problem, refusal
+
+log = logging.getLogger("kubemaas.events")
+
+EventType = Literal["Normal", "Warning"]
+MAX_MESSAGE = 1024
+
+
+def event_body(
+    obj: Mapping[str, Any], type_: EventType, reason: str, message: str, *, now: dt.datetime | None = None
+) -> dict[str, Any]:
+    """A core/v1 Event about ``obj`` (a custom resource body with apiVersion, kind and metadata)."""
+    meta = obj["metadata"]
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion"),
+            "kind": obj.get("kind"),
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:MAX_MESSAGE],
+        "source": {"component": MANAGED_BY},
+        "reportingComponent": MANAGED_BY,
+        "reportingInstance": MANAGED_BY,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+async def record(kube: Kube, obj: Mapping[str, Any], type_: EventType, reason: str, message: str) -> None:
+    """Post an Event about ``obj``; a refusal is logged as a warning (never fails the caller)."""
+    try:
+        await kube.create(event_body(obj, type_, reason, message))
+    except ApiException as exc:
+        log.warning("could not record Event %s on %s/%s: %s %s", reason, obj["metadata"].get("namespace"),
+                    obj["metadata"].get("name"), exc.status, api_message(exc))
+
+
+async def child_refusal(kube: Kube, kind: str, namespace: str, name: str) -> Problem | None:
+    """Why a child's controller cannot create its pods (e.g. ``FailedCreate`` ... exceeded quota),
+    from the child's Events -- the Job controller reports this only as Events. None when none."""
+    selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+    events = await kube.list_objects("v1", "Event", namespace, field_selector=selector)
+    return refusal(events)

@@ -1,0 +1,97 @@
+"""The contracts between the operator and the pods it starts, written once.
+
+The operator (``kubemaas_operator``) and the runtime (``kubemaas_runtime``) both import this
+module; the CRDs' enums and defaults are checked against it by ``tests/operator/test_contracts.py``.
+It imports nothing beyond the standard library and pydantic, because the operator image
+installs the kubemaas wheel without the runtime's dependencies (ONNX Runtime, torch).
+
+Three contracts live here:
+
+* compression modes: the values of ``ModelService.spec.compression.mode`` and of
+  ``kubemaas compress --mode`` (the variant names plus ``auto`` and ``none``);
+* serving defaults: what ``kubemaas serve`` uses when the operator says nothing, and what the
+  CRD defaults ``spec.runtime`` to;
+* env var names: every ``KUBEMAAS_*`` variable the operator sets on a workload container.
+  Each must be a field of the settings object the container's command reads (a test checks
+  this, so a misspelled name fails instead of being silently ignored by pydantic-settings).
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+ENV_PREFIX: Final = "KUBEMAAS_"
+"""Prefix of every setting of every component (pydantic-settings ``env_prefix``)."""
+
+# -- compression -------------------------------------------------------------------------------
+
+CompressionMode = Literal["none", "auto", "int8-dynamic", "int8-static", "fp16"]
+"""``spec.compression.mode``: ``none`` serves the bundle as given, ``auto`` the fastest variant
+within the accuracy gate, a variant name that variant. A new variant is added here first."""
+
+COMPRESSION_MODES: Final[tuple[CompressionMode, ...]] = get_args(CompressionMode)
+DEFAULT_COMPRESSION_MODE: Final[CompressionMode] = "none"
+DEFAULT_MAX_ACCURACY_DROP: Final = 0.01
+"""Largest allowed accuracy drop relative to fp32, a fraction (0.01 = 1 point)."""
+
+# -- serving defaults --------------------------------------------------------------------------
+
+MODEL_DIR: Final = "/mnt/models"
+"""Where the storage initializer puts the bundle and ``kubemaas serve`` reads it."""
+SERVING_PORT: Final = 8080
+DEFAULT_MAX_BATCH_SIZE: Final = 32
+DEFAULT_MAX_DELAY_MS: Final = 2.0
+DEFAULT_MAX_QUEUE: Final = 256
+DEFAULT_THREADS: Final = 1
+DEFAULT_DRAIN_TIMEOUT_S: Final = 30
+TERMINATION_LOG: Final = "/dev/termination-log"
+"""Where compression and training pods write their result (contract 3)."""
+
+
+# -- env var names the operator sets ----------------------------------------------------------
+
+
+def env_name(field: str) -> str:
+    """The env var of a settings field: ``max_batch_size`` -> ``KUBEMAAS_MAX_BATCH_SIZE``."""
+    return ENV_PREFIX + field.upper()
+
+
+class ServingEnv:
+    """Env of the serving container (``kubemaas serve``; ``ServingSettings``)."""
+
+    MODEL_DIR: Final = env_name("model_dir")
+    MODEL_NAME: Final = env_name("model_name")
+    HOST: Final = env_name("host")
+    PORT: Final = env_name("port")
+    MAX_BATCH_SIZE: Final = env_name("max_batch_size")
+    MAX_DELAY_MS: Final = env_name("max_delay_ms")
+    MAX_QUEUE: Final = env_name("max_queue")
+    BATCH_AXIS: Final = env_name("batch_axis")
+    INTRA_OP_THREADS: Final = env_name("intra_op_threads")
+    INTER_OP_THREADS: Final = env_name("inter_op_threads")
+    DRAIN_TIMEOUT_S: Final = env_name("drain_timeout_s")
+    AUTH_TOKEN_FILE: Final = env_name("auth_token_file")
+
+
+class StorageEnv:
+    """Env of the storage initializer (``kubemaas fetch``; ``StorageSettings``), which the
+    compression and training containers also read when they fetch or upload."""
+
+    PVC_ROOT: Final = env_name("pvc_root")
+
+
+class CompressionEnv:
+    """Env of the compression container (``kubemaas compress``; ``CompressSettings``)."""
+
+    TERMINATION_LOG: Final = env_name("termination_log")
+    INTRA_OP_THREADS: Final = env_name("intra_op_threads")
+
+
+class TrainingEnv:
+    """Env of the training container (``kubemaas train``; ``TrainingSettings``)."""
+
+    BACKEND: Final = env_name("backend")
+    SOURCE_NAMESPACE: Final = env_name("source_namespace")
+    SOURCE_NAME: Final = env_name("source_name")
+    SOURCE_UID: Final = env_name("source_uid")
+    TERMINATION_LOG: Final = env_name("termination_log")
