@@ -19,6 +19,8 @@ Times are seconds since the epoch (floats) here and RFC 3339 strings in ``status
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -48,6 +50,13 @@ def parse_command(value: str | None) -> Command | None:
         if value.strip() == command:
             return command
     raise ValueError(f"annotation {ANNOTATION}: expected one of {', '.join(COMMANDS)}, got {value!r}")
+
+
+def spec_revision(spec: Mapping[str, Any]) -> str:
+    """A digest of a ModelService ``spec`` without ``replicas`` (which the HPA writes through the
+    scale subresource): a rejected revision is retried only when this or its sha256 changes."""
+    body = json.dumps({k: v for k, v in spec.items() if k != "replicas"}, sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 def rfc3339(t: float) -> str:
@@ -107,11 +116,16 @@ class HistoryEntry:
 
 @dataclass(frozen=True)
 class Rejected:
-    """A rolled-back revision and the spec generation it failed under (no retry until either changes)."""
+    """A rolled-back revision and the spec revision it failed under (no retry until either changes).
+
+    The spec revision is ``spec_revision(spec)``, not ``metadata.generation``: an HPA scaling the
+    ModelService through its scale subresource bumps the generation, and must not retry a
+    rejected model.
+    """
 
     sha256: str
     variant: str
-    generation: int
+    spec_revision: str
 
 
 @dataclass(frozen=True)
@@ -146,7 +160,7 @@ class RolloutState:
             "passedIntervals": self.passed,
             "reason": self.reason,
             "rejected": ({"sha256": self.rejected.sha256, "variant": self.rejected.variant,
-                          "generation": self.rejected.generation} if self.rejected else None),
+                          "specRevision": self.rejected.spec_revision} if self.rejected else None),
         }
 
     def history_status(self) -> list[dict[str, str]]:
@@ -167,7 +181,7 @@ class RolloutState:
             last_conclusive=_opt_time(r.get("lastConclusive")),
             passed=int(r.get("passedIntervals") or 0),
             reason=str(r.get("reason") or ""),
-            rejected=Rejected(str(rej["sha256"]), str(rej.get("variant") or ""), int(rej["generation"])) if rej else None,
+            rejected=Rejected(str(rej["sha256"]), str(rej.get("variant") or ""), str(rej.get("specRevision") or "")) if rej else None,
             history=tuple(HistoryEntry.from_status(h) for h in history or ()),
         )
 
@@ -179,7 +193,8 @@ class Observation:
     now: float
     desired: Revision
     """What the spec resolves to now (the uri's or the TrainingJob's artifact, the chosen variant)."""
-    generation: int
+    spec_revision: str
+    """``spec_revision(spec)``: changes with every spec edit but the replica count."""
     canary_ready: bool = False
     """Every canary pod of the current split is Ready."""
     stable_current: bool = False
@@ -224,7 +239,7 @@ def _roll_back(state: RolloutState, obs: Observation, outcome: Outcome, why: str
     canary = state.canary
     new = RolloutState(
         phase="RolledBack", stable=state.stable, canary=None, reason=why,
-        rejected=Rejected(canary.sha256, canary.variant, obs.generation),
+        rejected=Rejected(canary.sha256, canary.variant, obs.spec_revision),
         history=_finish(state, obs.now, outcome, why),
     )
     event = Event("Warning", "RolledBack" if outcome == "RolledBack" else "Aborted",
@@ -307,9 +322,9 @@ def step(state: RolloutState, spec: RolloutSpec, obs: Observation) -> Plan:
             return Plan(state, 0)
         return Plan(replace(state, phase="Stable", reason=""), 0)
 
-    # A revision that was rolled back under this same spec generation is not retried.
+    # A revision that was rolled back under this same spec is not retried.
     rej = state.rejected
-    if rej and (rej.sha256, rej.variant, rej.generation) == (desired.sha256, desired.variant, obs.generation):
+    if rej and (rej.sha256, rej.variant, rej.spec_revision) == (desired.sha256, desired.variant, obs.spec_revision):
         return Plan(replace(state, phase="RolledBack", canary=None), 0)
 
     if spec.strategy == "RollingUpdate":

@@ -14,6 +14,7 @@ from kubemaas_operator.rollout.state import (
     RolloutState,
     column,
     parse_command,
+    spec_revision,
     step,
 )
 
@@ -27,7 +28,7 @@ FAIL = Verdict("rollback", "canary error rate 1.00 > 0.01 over 40 requests (stab
 QUIET = Verdict("inconclusive", "canary answered 3 requests in the interval, fewer than minRequests 20")
 
 
-def tick(state: RolloutState, now: float, desired: Revision = V2, *, spec: RolloutSpec = CANARY, gen: int = 1,
+def tick(state: RolloutState, now: float, desired: Revision = V2, *, spec: RolloutSpec = CANARY, gen: str = "spec-1",
          ready: bool = True, current: bool = False, verdict: Verdict | None = None,
          command: Command | None = None) -> Plan:
     return step(state, spec, Observation(now, desired, gen, ready, current, verdict, command))
@@ -37,7 +38,7 @@ STABLE_V1 = RolloutState(stable=V1)
 
 
 def test_first_revision_is_served_without_steps() -> None:
-    plan = step(RolloutState(), CANARY, Observation(0, V1, 1))
+    plan = step(RolloutState(), CANARY, Observation(0, V1, "spec-1"))
     assert (plan.state.phase, plan.state.stable, plan.weight) == ("Stable", V1, 0)
     assert [(h.outcome, h.why) for h in plan.state.history] == [("Deployed", "first revision")]
 
@@ -81,16 +82,16 @@ def test_hold_alone_never_promotes_without_evidence() -> None:
         assert (p.state.step, p.weight) == (0, 20)
 
 
-def test_breach_rolls_back_and_is_not_retried_until_generation_changes() -> None:
+def test_breach_rolls_back_and_is_not_retried_until_the_spec_changes() -> None:
     p = tick(STABLE_V1, 0)
     p = tick(p.state, 10, verdict=FAIL)
     assert (p.state.phase, p.state.stable, p.state.canary, p.weight) == ("RolledBack", V1, None, 0)
     assert p.state.reason == FAIL.reason
     assert [(e.type, e.reason) for e in p.events] == [("Warning", "RolledBack")]
     assert (p.state.history[-1].outcome, p.state.history[-1].why) == ("RolledBack", FAIL.reason)
-    again = tick(p.state, 500)                   # same artifact, same generation: stays rolled back
+    again = tick(p.state, 500)                   # same artifact, same spec: stays rolled back
     assert (again.state.phase, again.weight, again.events) == ("RolledBack", 0, ())
-    retry = tick(p.state, 600, gen=2)            # the spec changed: try again
+    retry = tick(p.state, 600, gen="spec-2")            # the spec changed: try again
     assert (retry.state.phase, retry.state.canary, retry.weight) == ("Progressing", V2, 20)
     other = tick(p.state, 600, desired=V3)       # another artifact: try it
     assert other.state.canary == V3
@@ -177,3 +178,9 @@ def test_commands_parse_strictly() -> None:
     with pytest.raises(ValueError, match=r"^annotation kubemaas.io/rollout: expected one of promote, "
                        r"promote-full, abort, got 'yes-please'$"):
         parse_command("yes-please")
+
+
+def test_spec_revision_ignores_the_replica_count() -> None:
+    spec = {"model": {"uri": "s3://m/v2"}, "replicas": 3, "rollout": {"strategy": "Canary"}}
+    assert spec_revision(spec) == spec_revision({**spec, "replicas": 7})  # the HPA scaled
+    assert spec_revision(spec) != spec_revision({**spec, "rollout": {"strategy": "Canary", "steps": [{"weight": 5}]}})
