@@ -58,6 +58,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kubemaas_runtime.generation.serve_cli import is_text_generation
+    from kubemaas_runtime.generation.serve_cli import run as run_text_generation
+
+    if is_text_generation(Path(args.model_dir or os.environ.get("KUBEMAAS_MODEL_DIR", "/mnt/models"))):
+        return run_text_generation(args)  # OpenAI-compatible server with continuous batching
     from kubemaas_runtime.serving.app import create_app
     from kubemaas_runtime.serving.model import load_model
     from kubemaas_runtime.serving.server import serve

@@ -1,0 +1,22 @@
+"""Settings of a text-generation server: the tensor server's (auth, limits, drain, threads) plus the scheduler's."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from kubemaas_runtime.serving.settings import ServingSettings
+
+
+class GenerationSettings(ServingSettings):
+    """``KUBEMAAS_*`` environment; ``max_batch_size`` is the most sequences decoded together (KV slots)."""
+
+    max_waiting: int = Field(default=64, ge=0)
+    """Sequences waiting for a slot before new requests get 503 with Retry-After."""
+    default_max_tokens: int = Field(default=256, ge=1)
+    """max_tokens when a request gives none (capped by what the context leaves after the prompt)."""
+    provider: Literal["auto", "cpu", "cuda"] = "auto"
+    """ONNX Runtime execution provider: auto uses CUDA when a GPU is visible and the CUDA provider installed."""
+    switch_interval_s: float = Field(default=0.0005, gt=0.0)
+    """``sys.setswitchinterval`` while serving: how soon the decode thread and the event loop hand over the GIL."""
