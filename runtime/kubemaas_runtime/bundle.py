@@ -276,12 +276,106 @@ def verify_files(directory: Path, manifest: Manifest) -> None:
             raise BundleError(f"{path}: sha256 {actual} does not match {MANIFEST} ({entry.sha256})")
 
 
+def _mentions(path: Path, needle: bytes) -> bool:
+    """Whether the bytes ``needle`` occur in the file (streamed, so a 2 GB file costs no memory)."""
+    tail = b""
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            if needle in tail + chunk:
+                return True
+            tail = chunk[-(len(needle) - 1) :]
+    return False
+
+
+def external_data_locations(model_path: Path) -> list[str]:
+    """The ``location`` of every tensor of the ONNX file ``model_path`` stored outside it, as written.
+
+    Locations are relative to the model file's folder (the ONNX external-data spec). No weights
+    are read: a file without the bytes ``location`` holds no external-data reference and is not
+    parsed; otherwise it is parsed with ``onnx.load(load_external_data=False)``. Initializers,
+    sparse initializers, tensor attributes (Constant), subgraphs (If/Loop/Scan) and local
+    functions are walked, as ``onnx.external_data_helper._get_all_tensors`` does (that walker is
+    private). A file onnx cannot parse yields [] (ONNX Runtime then refuses it with its own error).
+    """
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    if not _mentions(model_path, b"location"):
+        return []
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception:  # protobuf's DecodeError (untyped) and onnx's own parse errors
+        return []
+
+    def graph_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+        found = [*graph.initializer]
+        for sparse in graph.sparse_initializer:
+            found += [sparse.values, sparse.indices]
+        return found + node_tensors(graph.node)
+
+    def node_tensors(nodes: Any) -> list[onnx.TensorProto]:
+        found: list[onnx.TensorProto] = []
+        for node in nodes:
+            for attr in node.attribute:
+                found += [attr.t, *attr.tensors, attr.sparse_tensor.values, attr.sparse_tensor.indices]
+                for sparse in attr.sparse_tensors:
+                    found += [sparse.values, sparse.indices]
+                for sub in [attr.g, *attr.graphs]:
+                    found += graph_tensors(sub)
+        return found
+
+    tensors = graph_tensors(model.graph)
+    for function in model.functions:
+        tensors += node_tensors(function.node)
+    return sorted({ExternalDataInfo(t).location for t in tensors if uses_external_data(t)})
+
+
+def check_external_data(directory: Path, model_file: str, manifest: Manifest | None) -> list[str]:
+    """Refuse external data the bundle cannot vouch for; return the referenced files, bundle-relative.
+
+    ``directory``: the bundle (or bare model) folder; ``model_file``: the ONNX file ONNX Runtime
+    will open, relative to it. With a ``manifest``, every referenced file must be listed in
+    ``files`` (``verify_files`` then checks its size and sha256). Without one (a bare model.onnx
+    folder, nothing to verify), every referenced file must lie inside ``directory`` once symlinks
+    are resolved. Either way absolute and ``..`` locations are refused. Raises ``BundleError``
+    naming the model file and the referenced file.
+    """
+    directory = Path(directory)
+    model_path = directory / model_file
+    folder = PurePosixPath(model_file).parent
+    referenced: list[str] = []
+    for location in external_data_locations(model_path):
+        try:
+            rel = (folder / check_relative(location)).as_posix()
+        except BundleError as exc:
+            raise BundleError(f"{model_path}: external data location refused: {exc}") from exc
+        if manifest is not None and rel not in manifest.files:
+            raise BundleError(
+                f"{model_path}: references external data {rel!r}, which {MANIFEST} does not list, so its "
+                f"checksum cannot be verified; refused (list it under files with its sha256 and size)"
+            )
+        if manifest is None:
+            resolved = (directory / rel).resolve()
+            if not resolved.is_relative_to(directory.resolve()):
+                raise BundleError(
+                    f"{model_path}: external data {rel!r} resolves to {resolved}, outside {directory}; refused"
+                )
+        referenced.append(rel)
+    return referenced
+
+
 def load_bundle(directory: Path, *, verify: bool = True) -> Bundle:
-    """Read and validate a local bundle directory."""
+    """Read and validate a local bundle directory.
+
+    With ``verify``: every listed file's size and sha256 (``verify_files``), and every
+    external-data file the model references is listed (``check_external_data``), before any
+    ONNX Runtime session opens the model. Raises ``BundleError``.
+    """
     directory = Path(directory)
     manifest = read_manifest(directory)
     if verify:
         verify_files(directory, manifest)
+        check_external_data(directory, manifest.model_file, manifest)
     return Bundle(path=directory, manifest=manifest, digest=sha256_file(directory / MANIFEST))
 
 

@@ -4,8 +4,8 @@ URIs: a plain path, ``file://``, ``pvc://<claim>/<path>``, ``http(s)://`` and ``
 """
 
 from kubemaas_runtime.storage.errors import NotFoundError, StorageError
-from kubemaas_runtime.storage.settings import StorageSettings
+from kubemaas_runtime.storage.settings import StorageSettings, load_settings
 from kubemaas_runtime.storage.stores import Store, open_store
 from kubemaas_runtime.storage.transfer import fetch, upload
 
-__all__ = ["NotFoundError", "StorageError", "StorageSettings", "Store", "fetch", "open_store", "upload"]
+__all__ = ["NotFoundError", "StorageError", "StorageSettings", "Store", "fetch", "load_settings", "open_store", "upload"]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from kubemaas_runtime.storage.errors import StorageError
+from kubemaas_runtime.storage.settings import load_settings
 from kubemaas_runtime.storage.transfer import fetch
 
 
@@ -18,7 +19,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        bundle = fetch(args.uri, args.dest)
+        settings = load_settings()  # up front: a bad env var is one line, before any transfer
+        bundle = fetch(args.uri, args.dest, settings)
     except StorageError as exc:
         sys.stderr.write(f"kubemaas fetch: {exc}\n")
         return 1

@@ -6,8 +6,10 @@ import os
 import shutil
 from pathlib import Path
 
+from kubemaas_runtime.bundle import MANIFEST
 from kubemaas_runtime.storage.errors import NotFoundError, StorageError
 from kubemaas_runtime.storage.stores import safe_rel
+from kubemaas_runtime.storage.streams import SizeError
 from kubemaas_runtime.storage.uris import LocalLocation
 
 
@@ -16,10 +18,13 @@ class LocalStore:
         self.uri = location.uri
         self.root = location.path
 
-    def get(self, rel: str, dest: Path) -> None:
+    def get(self, rel: str, dest: Path, size: int | None = None) -> None:
         src = self.root / safe_rel(self.uri, rel)
         if not src.is_file():
             raise NotFoundError(f"{self.uri}: {rel} not found (looked at {src})")
+        actual = src.stat().st_size
+        if size is not None and actual != size:
+            raise SizeError(f"{self.uri}: {rel}: {actual} bytes, but {MANIFEST} records {size}; not copied")
         if dest.exists() and os.path.samefile(src, dest):
             return
         _atomic_copy(src, dest, self.uri)

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 from kubemaas_runtime.storage.errors import StorageError
-from kubemaas_runtime.storage.settings import StorageSettings
+from kubemaas_runtime.storage.settings import StorageSettings, load_settings
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 _CLAIM = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -69,7 +69,7 @@ def parse_uri(uri: str, settings: StorageSettings | None = None) -> Location:
     """Turn a URI into a location, or raise ``StorageError`` naming the URI and the problem."""
     if not uri or not uri.strip():
         raise StorageError("storage URI is empty")
-    settings = settings or StorageSettings()
+    settings = settings or load_settings()
     if "://" not in uri:
         return LocalLocation(uri=uri, path=Path(uri).expanduser())
     parts = urlsplit(uri)
