@@ -5,6 +5,9 @@
 #   bash tests/cluster/images.sh [TARGET...]     build (default: operator serving training pause)
 #   bash tests/cluster/images.sh --print-tags    print TARGET=IMAGE lines, build nothing
 #   bash tests/cluster/images.sh --print-base    print the base image's name, build nothing
+#   bash tests/cluster/images.sh --tags-from FILE [TARGET...]
+#                                                build under the TARGET=IMAGE names in FILE (an
+#                                                earlier --print-tags), whatever the tree is now
 #
 # Caching (everything under ${XDG_CACHE_HOME:-~/.cache}/kubemaas/images):
 # - the base root filesystem is keyed by the sha256 of the mmdebstrap command line
@@ -12,8 +15,10 @@
 # - each image is tagged with the sha256 of its inputs (the Dockerfile, .dockerignore,
 #   the files the Dockerfile copies, the base and the build arguments), so an unchanged
 #   tree builds nothing: `podman image exists` answers in milliseconds;
-# - pip downloads persist in the Dockerfile's cache mounts (buildah keeps them between
-#   builds), so a new tag reinstalls from the cache instead of the network.
+# - podman's layer cache keeps the training image's torch layer (it depends only on the
+#   torch requirement line), so a code change rebuilds only the small layers on top. The
+#   Dockerfile's pip cache mounts help where the index's responses are cacheable (here
+#   the HTTPS proxy's are not, so pip caches nothing and a new torch layer downloads again).
 #
 # `pause` is the pods' sandbox image: Debian's static catatonit in pause mode (-P), as
 # podman's own infra containers use it; no registry holds it here.
@@ -63,8 +68,11 @@ tag="$(context_hash)"
 catatonit="${KUBEMAAS_CATATONIT:-/usr/bin/catatonit}"
 pause_tag="$({ sha256sum "$catatonit" 2>/dev/null || echo missing; } | cut -c1-12)"
 
+declare -A fixed=()
 image_of() {
-  if [[ "$1" == pause ]]; then
+  if [[ -n "${fixed[$1]:-}" ]]; then
+    echo "${fixed[$1]}"
+  elif [[ "$1" == pause ]]; then
     echo "localhost/kubemaas/pause:$pause_tag"
   else
     echo "localhost/kubemaas/$1:$tag"
@@ -74,6 +82,13 @@ image_of() {
 if [[ "${1:-}" == "--print-tags" ]]; then
   for t in "${all_targets[@]}"; do echo "$t=$(image_of "$t")"; done
   exit 0
+fi
+if [[ "${1:-}" == "--tags-from" ]]; then
+  [[ -r "${2:-}" ]] || die "--tags-from needs a readable file, got '${2:-}'"
+  while IFS='=' read -r target image; do
+    [[ -n "$target" ]] && fixed[$target]="$image"
+  done <"$2"
+  shift 2
 fi
 if [[ "${1:-}" == "--print-base" ]]; then
   echo "$base_image"

@@ -4,8 +4,8 @@
 #   make kind-e2e            (or: bash tests/e2e/kind.sh)
 #
 # 1. creates a kind cluster (reuses one of the same name),
-# 2. builds both images from the Dockerfile (targets `operator` and `runtime`) and
-#    `kind load`s them,
+# 2. builds the three images from the Dockerfile (targets `operator`, `serving` and
+#    `training`) and `kind load`s them,
 # 3. `helm install`s charts/kubemaas with those images,
 # 4. applies examples/trainingjob.yaml and examples/modelservice.yaml (digits recipe,
 #    compression auto, trainingJobRef), creating the PersistentVolumeClaims their
@@ -113,11 +113,12 @@ else
 fi
 kubectl config use-context "kind-$cluster" >/dev/null
 
-log "building images (Dockerfile targets operator and runtime)"
-docker build --target operator -t "kubemaas/operator:$tag" "$root"
-docker build --target runtime -t "kubemaas/runtime:$tag" "$root"
+log "building images (Dockerfile targets operator, serving and training)"
+for target in operator serving training; do
+  docker build --target "$target" -t "kubemaas/$target:$tag" "$root"
+done
 log "loading images into kind"
-kind load docker-image --name "$cluster" "kubemaas/operator:$tag" "kubemaas/runtime:$tag"
+kind load docker-image --name "$cluster" "kubemaas/operator:$tag" "kubemaas/serving:$tag" "kubemaas/training:$tag"
 
 # -- install --------------------------------------------------------------------------------------
 log "helm install $release (charts/kubemaas)"

@@ -50,7 +50,12 @@ bash tests/cluster/build.sh
 bash tests/cluster/build.sh --node
 
 phase "images"
-bash tests/cluster/images.sh operator serving training pause
+# The tags are fixed now: the tests use these images even if the tree changes meanwhile.
+KUBEMAAS_E2E_IMAGES="$(mktemp)"
+export KUBEMAAS_E2E_IMAGES
+trap 'rm -f "$KUBEMAAS_E2E_IMAGES"' EXIT
+bash tests/cluster/images.sh --print-tags >"$KUBEMAAS_E2E_IMAGES"
+bash tests/cluster/images.sh --tags-from "$KUBEMAAS_E2E_IMAGES" operator serving training pause
 
 phase "tests/e2e/test_realpods.py"
 status=0

@@ -55,7 +55,11 @@ def _skip_or_fail(reason: str) -> None:
 
 
 def image_tags() -> dict[str, str]:
-    """target -> image reference, as tests/cluster/images.sh tags them."""
+    """target -> image reference: from $KUBEMAAS_E2E_IMAGES (what run.sh built), else as
+    tests/cluster/images.sh tags the tree now."""
+    listed = os.environ.get("KUBEMAAS_E2E_IMAGES")
+    if listed:
+        return dict(line.split("=", 1) for line in Path(listed).read_text().split())
     out = subprocess.run(
         ["bash", str(REPO_ROOT / "tests/cluster/images.sh"), "--print-tags"],
         capture_output=True,
