@@ -20,7 +20,7 @@ from kubemaas_runtime.training.errors import TrainingError
 from kubemaas_runtime.training.recipes.digits import DigitsRecipe
 from kubemaas_runtime.training.settings import TrainingSettings
 from kubemaas_runtime.training.students.architectures import architecture
-from kubemaas_runtime.training.students.build import StudentOptions, make_student
+from kubemaas_runtime.training.students.build import StudentOptions, default_options, make_student
 from kubemaas_runtime.training.students.distill import distill_params, distillation_loss
 from kubemaas_runtime.training.students.teachers import load_teacher
 from tests.runtime.training.training_helpers import DIST_VARS, rank_done
@@ -131,3 +131,12 @@ def test_distillation_runs_on_two_ranks_like_any_training_job(tmp_path: Path, di
     assert rank_done(tmp_path, 0)["worldSize"] == 2
     assert load_bundle(tmp_path / "student").manifest.metrics["accuracy"] > 0.5
     assert json.loads((tmp_path / "term-0").read_text())["artifact"]["uri"] == str(tmp_path / "student")
+
+
+def test_default_students_halve_every_size(sequence_teacher: Bundle, digits_teacher: Bundle) -> None:
+    """What ``kubemaas compress --methods prune,distill`` makes when given no student options."""
+    assert default_options(sequence_teacher.path, "distill").sizes == {"d_model": "16", "layers": "1", "ff": "32"}
+    assert default_options(digits_teacher.path, "distill").sizes == {"hidden": "128"}
+    pruned = default_options(sequence_teacher.path, "prune")
+    assert (pruned.prune_ratio, pruned.drop_layers) == (0.5, 1)
+    assert default_options(digits_teacher.path, "prune").drop_layers == 0

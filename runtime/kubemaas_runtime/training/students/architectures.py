@@ -37,6 +37,8 @@ class Architecture:
     """The hyper-parameter that counts the blocks ``--drop-layers`` removes (None: no depth knob)."""
     depth_path: str | None = None
     """Dotted path of the ``nn.Sequential`` holding those blocks."""
+    halve: Callable[[RecipeParams], dict[str, str]] | None = None
+    """The default distillation student: each size roughly halved, as ``--set`` values."""
 
 
 def _linear(module: nn.Module, path: str) -> nn.Linear:
@@ -57,14 +59,28 @@ def _sequence_widths(model: nn.Module, student: RecipeParams) -> list[tuple[nn.L
     return [(_linear(block, "ff.0"), ff) for block in blocks.children()]
 
 
+def _digits_half(params: RecipeParams) -> dict[str, str]:
+    return {"hidden": str(max(8, int(params.model_dump()["hidden"]) // 2))}
+
+
+def _sequence_half(params: RecipeParams) -> dict[str, str]:
+    p = params.model_dump()
+    heads = int(p["heads"])
+    d_model = max(int(p["d_model"]) // 2 // heads * heads, -(-8 // heads) * heads)  # a multiple of heads, >= 8
+    return {"d_model": str(d_model), "layers": str(max(1, int(p["layers"]) // 2)), "ff": str(max(8, int(p["ff"]) // 2))}
+
+
 ARCHITECTURES: dict[str, Architecture] = {
-    "digits": Architecture(size_params=frozenset({"hidden"}), width_param="hidden", width_layers=_digits_widths),
+    "digits": Architecture(
+        size_params=frozenset({"hidden"}), width_param="hidden", width_layers=_digits_widths, halve=_digits_half
+    ),
     "sequence": Architecture(
         size_params=frozenset({"d_model", "heads", "layers", "ff"}),
         width_param="ff",
         width_layers=_sequence_widths,
         depth_param="layers",
         depth_path="blocks",
+        halve=_sequence_half,
     ),
 }
 

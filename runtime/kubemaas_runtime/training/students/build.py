@@ -133,3 +133,28 @@ def make_student(
     loss = teacher_loss(teacher.model, options.temperature, options.alpha) if options.alpha > 0 else None
     objective = Objective(loss=loss, initial_state=initial, lineage={"student": lineage})
     return train_recipe(config, settings, objective)
+
+
+def default_options(teacher_dir: Path, method: Method) -> StudentOptions:
+    """The student ``kubemaas compress --methods`` makes: prune half the hidden units and half the
+    blocks (Taylor importance), or distil into a model with every size halved (``Architecture.halve``)."""
+    teacher = load_teacher(teacher_dir)
+    arch = architecture(teacher.recipe.name)
+    if method == "prune":
+        depth = int(teacher.params.model_dump()[arch.depth_param]) if arch.depth_param else 0
+        return StudentOptions(method="prune", prune_ratio=0.5, drop_layers=depth // 2)
+    assert arch.halve is not None
+    return StudentOptions(method="distill", sizes=arch.halve(teacher.params))
+
+
+def make_default_students(
+    teacher_dir: Path, methods: list[Method], root: Path, settings: TrainingSettings | None = None
+) -> dict[str, Path]:
+    """One student per method with ``default_options``, written under ``root``; name -> bundle directory
+    (``pruned``, ``distilled``). Single process: this runs inside the compression pod."""
+    students: dict[str, Path] = {}
+    for method in methods:
+        path = root / SUFFIX[method]
+        make_student(teacher_dir, default_options(teacher_dir, method), str(path), settings)
+        students[SUFFIX[method]] = path
+    return students
