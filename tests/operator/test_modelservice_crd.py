@@ -59,6 +59,6 @@ def test_defaults_are_filled_in_and_columns_print(api_server: ControlPlane, name
     assert '"compression":{"maxAccuracyDrop":0.01,"mode":"none"}' in got
     assert '"replicas":1' in got
     header = api_server.kubectl("get", "modelservices", "-n", namespace).stdout.splitlines()[0].split()
-    assert header == ["NAME", "READY", "URL", "VARIANT", "REPLICAS", "REASON", "AGE"]
+    assert header == ["NAME", "READY", "URL", "VARIANT", "ROLLOUT", "REPLICAS", "REASON", "AGE"]
     names = api_server.kubectl("get", "kubemaas", "-n", namespace, "-o", "name").stdout
     assert "modelservice.kubemaas.io/ok" in names

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from kubemaas_operator.rollout.spec import RolloutSpecError, parse_duration, parse_rollout
 
@@ -56,3 +59,13 @@ def test_unknown_strategy_names_the_field() -> None:
 def test_error_rate_above_one_is_rejected() -> None:
     with pytest.raises(RolloutSpecError, match=r"spec\.rollout\.analysis\.maxErrorRate"):
         parse_rollout({"analysis": {"maxErrorRate": 1.5}})
+
+
+def test_crd_defaults_equal_the_operators() -> None:
+    """What the API server fills in (crds/modelservice.yaml) is what parse_rollout assumes when absent."""
+    crd = yaml.safe_load((Path(__file__).parents[3] / "crds" / "modelservice.yaml").read_text())
+    props = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["rollout"]
+    filled = {"strategy": props["properties"]["strategy"]["default"],
+              "analysis": {k: v["default"] for k, v in props["properties"]["analysis"]["properties"].items()
+                           if "default" in v}}
+    assert parse_rollout(filled) == parse_rollout(None)

@@ -184,3 +184,12 @@ def test_spec_revision_ignores_the_replica_count() -> None:
     spec = {"model": {"uri": "s3://m/v2"}, "replicas": 3, "rollout": {"strategy": "Canary"}}
     assert spec_revision(spec) == spec_revision({**spec, "replicas": 7})  # the HPA scaled
     assert spec_revision(spec) != spec_revision({**spec, "rollout": {"strategy": "Canary", "steps": [{"weight": 5}]}})
+
+
+def test_revisions_without_sha256_are_told_apart_by_uri() -> None:
+    a, b = Revision("", "s3://m/a"), Revision("", "s3://m/b")
+    assert not a.same(b)
+    p = tick(RolloutState(stable=a), 0, desired=b)
+    assert (p.state.canary, p.weight) == (b, 20)
+    p = tick(p.state, 1, desired=b, verdict=FAIL)
+    assert tick(p.state, 2, desired=b).state.phase == "RolledBack"  # not retried under the same spec
