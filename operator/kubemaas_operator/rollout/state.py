@@ -79,9 +79,14 @@ class Revision:
     uri: str = ""
     variant: str = ""
 
+    @property
+    def identity(self) -> str:
+        """The sha256 when known, else the uri (a ``spec.model.uri`` the operator has not read)."""
+        return self.sha256 or f"uri:{self.uri}"
+
     def same(self, other: Revision | None) -> bool:
-        """Same model bytes: equal sha256 and variant (the uri may move)."""
-        return other is not None and (self.sha256, self.variant) == (other.sha256, other.variant)
+        """Same model: equal identity (sha256, so the uri may move) and variant."""
+        return other is not None and (self.identity, self.variant) == (other.identity, other.variant)
 
     def to_status(self) -> dict[str, str]:
         return {"sha256": self.sha256, "uri": self.uri, "variant": self.variant}
@@ -124,6 +129,7 @@ class Rejected:
     """
 
     sha256: str
+    """The revision's ``identity`` (its sha256, or ``uri:<uri>`` when that is unknown)."""
     variant: str
     spec_revision: str
 
@@ -231,7 +237,8 @@ def _finish(state: RolloutState, now: float, outcome: Outcome, why: str) -> tupl
 
 
 def _short(rev: Revision) -> str:
-    return rev.sha256[:12] + (f" ({rev.variant})" if rev.variant else "")
+    name = rev.sha256[:12] if rev.sha256 else rev.uri
+    return name + (f" ({rev.variant})" if rev.variant and rev.variant != "none" else "")
 
 
 def _roll_back(state: RolloutState, obs: Observation, outcome: Outcome, why: str) -> Plan:
@@ -239,7 +246,7 @@ def _roll_back(state: RolloutState, obs: Observation, outcome: Outcome, why: str
     canary = state.canary
     new = RolloutState(
         phase="RolledBack", stable=state.stable, canary=None, reason=why,
-        rejected=Rejected(canary.sha256, canary.variant, obs.spec_revision),
+        rejected=Rejected(canary.identity, canary.variant, obs.spec_revision),
         history=_finish(state, obs.now, outcome, why),
     )
     event = Event("Warning", "RolledBack" if outcome == "RolledBack" else "Aborted",
@@ -324,7 +331,7 @@ def step(state: RolloutState, spec: RolloutSpec, obs: Observation) -> Plan:
 
     # A revision that was rolled back under this same spec is not retried.
     rej = state.rejected
-    if rej and (rej.sha256, rej.variant, rej.spec_revision) == (desired.sha256, desired.variant, obs.spec_revision):
+    if rej and (rej.sha256, rej.variant, rej.spec_revision) == (desired.identity, desired.variant, obs.spec_revision):
         return Plan(replace(state, phase="RolledBack", canary=None), 0)
 
     if spec.strategy == "RollingUpdate":
