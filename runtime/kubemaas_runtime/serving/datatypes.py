@@ -120,10 +120,13 @@ def _coerce(data: Any, datatype: str, where: str) -> np.ndarray:
             return arr
         if dtype.kind in INTEGER_KINDS:
             arr = np.asarray(data)
-            if arr.size and arr.dtype.kind not in INTEGER_KINDS and not (
-                arr.dtype == object and all(type(v) is int for v in arr.reshape(-1))
-            ):
-                raise InvalidInput(f"{where} must hold {datatype} values (integers), got {arr.dtype} values")
+            if arr.size and arr.dtype.kind not in INTEGER_KINDS:
+                # numpy turns integers beyond int64 into floats or objects: keep them exact
+                # (as Python ints) so the range check names them.
+                exact = np.array(data, dtype=object)
+                if not all(type(v) is int for v in exact.reshape(-1)):
+                    raise InvalidInput(f"{where} must hold {datatype} values (integers), got {arr.dtype} values")
+                arr = exact
             check_integer_range(arr, datatype, where)
             return arr.astype(dtype, copy=False)
         if type(data) is list and data and type(data[0]) is float:

@@ -27,6 +27,7 @@ import uvicorn
 
 from kubemaas_runtime.serving.app import ServingApp
 from kubemaas_runtime.serving.dataplane import DataPlane
+from kubemaas_runtime.serving.protocol import bounded_protocol
 from kubemaas_runtime.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def serve(app: ServingApp, settings: ServingSettings) -> int:
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.drain_timeout_s,
         server_header=False,
+        http=bounded_protocol(settings.max_header_bytes, settings.header_timeout_s),
     )
     plane: DataPlane = app.state.plane
     server = DrainingServer(config, plane, settings.drain_linger_s)

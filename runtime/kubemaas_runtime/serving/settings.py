@@ -57,6 +57,10 @@ class ServingSettings(BaseSettings):
     """Most request-body bytes held in memory across all requests at once (exported as the
     kubemaas_buffered_request_bytes gauge). A request whose body would go past it gets 503 with
     Retry-After before its body is read (announced length) or as soon as it goes past (chunked)."""
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Largest request line plus headers; bigger ones get 431 and the connection is closed."""
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """Longest a client may take to send its request line and headers; slower ones get 408."""
     body_timeout_s: float = Field(default=30.0, gt=0)
     """Longest a client may take to send its whole body; slower ones get 408."""
     compress_min_bytes: int = Field(default=64 * 1024, ge=0)

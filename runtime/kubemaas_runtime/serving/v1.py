@@ -67,7 +67,7 @@ def _jsonable(arr: np.ndarray) -> Any:
         return arr.tolist()
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         # NaN, Infinity and -Infinity as Python's json (and Triton) write them; orjson would write null.
-        return orjson.Fragment(json.dumps(arr.tolist()).encode())
+        return orjson.Fragment(json.dumps(arr.tolist(), separators=(",", ":")).encode())
     if arr.dtype == np.float16:
         return arr.astype(np.float32)
     return np.ascontiguousarray(arr)

@@ -178,9 +178,10 @@ def embedding(directory: Path, *, vocab: int = 10, dim: int = 4) -> Path:
     )
 
 
-def conv_mean(directory: Path) -> Path:
-    """``x[batch, 1, length]`` -> Conv (kernel 5, no padding) -> mean: needs length >= 5."""
-    w = numpy_helper.from_array(np.full((1, 1, 5), 0.2, np.float32), "w")
+def conv_mean(directory: Path, kernel: int = 5) -> Path:
+    """``x[batch, 1, length]`` -> Conv (``kernel`` taps of 1/kernel, no padding) -> mean: needs
+    length >= kernel."""
+    w = numpy_helper.from_array(np.full((1, 1, kernel), 1.0 / kernel, np.float32), "w")
     return _bare(
         directory,
         [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("ReduceMean", ["c"], ["y"], keepdims=0)],

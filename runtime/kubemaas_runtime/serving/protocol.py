@@ -1,0 +1,88 @@
+"""uvicorn's httptools protocol with a bound on the request head: size and time.
+
+httptools is uvicorn's fastest HTTP/1.1 parser but sets no limit on the request line and
+headers, and uvicorn sets no time limit on receiving them: one client sending a 64 MiB header
+kept the only event loop busy for seconds (uvicorn accumulates the URL and header pieces, a
+cost that grows with the square of their size), and a client that sends a byte now and then
+holds its connection forever. This subclass counts the bytes of the head as they arrive and
+answers 431 past ``max_head_bytes``, and answers 408 when a head has not completed within
+``head_timeout_s`` of its first byte (or of the connection opening). The body has its own limit
+and timeout (``BodyReader``). h11, uvicorn's other parser, has a size limit but no timeout and
+is slower; see the README's serving section for the measurement behind this choice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+STATUS_TEXT = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """See the module docstring; ``bounded_protocol`` makes one with the configured limits."""
+
+    max_head_bytes = 64 * 1024
+    head_timeout_s = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_bytes = 0
+        self._in_head = True
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def data_received(self, data: bytes) -> None:
+        in_head = self._in_head
+        super().data_received(data)
+        if in_head and self._in_head and not self.transport.is_closing():  # the head is still incomplete
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                self._refuse(431, f"the request line and headers exceed {self.max_head_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self._refuse(408, f"the request line and headers did not arrive within {self.head_timeout_s:g}s")
+
+    def _refuse(self, status: int, message: str) -> None:
+        self._disarm()
+        self._in_head = False
+        body = b'{"error":"' + message.encode("ascii") + b'"}'
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (status, STATUS_TEXT[status], len(body), body)
+        )
+        self.transport.close()
+
+
+def bounded_protocol(max_head_bytes: int, head_timeout_s: float) -> type[BoundedHttpToolsProtocol]:
+    """A ``BoundedHttpToolsProtocol`` subclass with these limits (uvicorn takes a class)."""
+    attrs: dict[str, Any] = {"max_head_bytes": max_head_bytes, "head_timeout_s": head_timeout_s}
+    return type("ConfiguredHttpToolsProtocol", (BoundedHttpToolsProtocol,), attrs)
