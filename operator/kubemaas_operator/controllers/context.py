@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from kubemaas_operator.kube.cache import Cache
 from kubemaas_operator.kube.client import Kube
+from kubemaas_operator.rollout.analysis import Analyses
 from kubemaas_operator.settings import OperatorSettings
 
 
@@ -19,3 +20,5 @@ class Context:
     settings: OperatorSettings
     cache: Cache = field(default_factory=Cache)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("kubemaas"))
+    analyses: Analyses = field(default_factory=Analyses)
+    """Canary analysis state (scrape baselines, due intervals) of the ModelServices (spec.rollout)."""

@@ -1,0 +1,217 @@
+"""Step 3a of a ModelService sync: ``spec.rollout`` -- which revision the stable Deployment
+serves, the canary Deployment beside it, the analysis of its traffic, and ``status.rollout`` /
+``status.history``.
+
+It runs before the roll-out step and tells it which bundle the stable Deployment keeps serving
+(the stable revision while a canary is judged) and with how many replicas (the stable share of
+the split); it applies or scales down the canary Deployment itself. The decisions are the pure
+``rollout.state.step``; this module reads pods and metrics into an ``Observation`` and carries
+out the ``Plan`` (children, Events, the ``kubemaas.io/rollout`` annotation consumed).
+
+With ``spec.autoscaling`` the HPA keeps owning the stable Deployment's replicas and the canary
+gets its share of that count on top (capacity never drops while a canary is judged).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from kubemaas_operator.controllers.context import Context
+from kubemaas_operator.controllers.modelservice import children
+from kubemaas_operator.controllers.modelservice.children import ServingBundle
+from kubemaas_operator.controllers.modelservice.spec import ModelServiceSpec
+from kubemaas_operator.kube import events
+from kubemaas_operator.kube.manifests import API_VERSION
+from kubemaas_operator.rollout import state as machine
+from kubemaas_operator.rollout.analysis import Variants
+from kubemaas_operator.rollout.children import LABEL_TRACK, canary_deployment, canary_name
+from kubemaas_operator.rollout.spec import RolloutSpec, RolloutSpecError, parse_rollout
+from kubemaas_operator.rollout.split import Split, split_replicas
+
+KIND = "ModelService"
+ACTIVE = frozenset({"Progressing", "Paused", "Promoting"})
+TICK_S = 5.0
+"""Reconcile at least this often while a canary is active (holds and pod readiness)."""
+
+
+@dataclass(frozen=True)
+class CanaryResult:
+    """What the roll-out step needs from this one, and the status fields this step owns."""
+
+    stable: ServingBundle | None
+    """The bundle the stable Deployment serves (None: nothing to serve yet)."""
+    stable_replicas: int | None
+    """spec.replicas of the stable Deployment (None: unchanged, spec.replicas or the HPA's)."""
+    status: dict[str, Any]
+    requeue_s: float | None = None
+
+
+def revision(bundle: ServingBundle) -> machine.Revision:
+    return machine.Revision(bundle.sha256, bundle.uri, bundle.variant)
+
+
+def _ready(deploy: Mapping[str, Any] | None) -> bool:
+    """Every pod of the Deployment's current template is Ready (and there is at least one)."""
+    if not deploy:
+        return False
+    spec, st, meta = deploy.get("spec") or {}, deploy.get("status") or {}, deploy.get("metadata") or {}
+    want = int(spec.get("replicas", 1))
+    return (want > 0 and int(st.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+            and int(st.get("updatedReplicas") or 0) >= want and int(st.get("readyReplicas") or 0) >= want)
+
+
+def _rolled_to(deploy: Mapping[str, Any] | None, rev: machine.Revision | None) -> bool:
+    """The stable Deployment serves ``rev`` on all its pods (no old ones left)."""
+    bundle = children.serving_bundle_of(deploy)
+    if rev is None or bundle is None or not revision(bundle).same(rev) or not _ready(deploy):
+        return False
+    st = (deploy or {}).get("status") or {}
+    return int(st.get("replicas") or 0) == int(((deploy or {}).get("spec") or {}).get("replicas", 1))
+
+
+def _pod_urls(pods: list[dict[str, Any]], port: int, *, canary: bool) -> dict[str, str]:
+    out = {}
+    for pod in pods:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        if (labels.get(LABEL_TRACK) == "canary") != canary:
+            continue
+        st = pod.get("status") or {}
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or [])
+        if ready and st.get("podIP") and not (pod.get("metadata") or {}).get("deletionTimestamp"):
+            out[pod["metadata"]["name"]] = f"http://{st['podIP']}:{port}/metrics"
+    return out
+
+
+def _variants(ctx: Context, namespace: str, name: str) -> Variants:
+    pods = ctx.cache.select("Pod", namespace, children.match_labels(name))
+    port = ctx.settings.runtime_port
+    stable_deploy = children.predictor_name(name)
+    return Variants(
+        stable=_pod_urls(pods, port, canary=False), canary=_pod_urls(pods, port, canary=True),
+        stable_selector=f'namespace="{namespace}",pod=~"{stable_deploy}-[a-z0-9]+-[a-z0-9]+"',
+        canary_selector=f'namespace="{namespace}",pod=~"{canary_name(stable_deploy)}-.+"',
+    )
+
+
+def _total(spec: ModelServiceSpec, stable: Mapping[str, Any] | None) -> int:
+    if spec.autoscaling is None:
+        return spec.replicas
+    current = ((stable or {}).get("spec") or {}).get("replicas")
+    return int(current) if current is not None else spec.autoscaling.min_replicas
+
+
+def _split(spec: ModelServiceSpec, stable: Mapping[str, Any] | None, weight: int, phase: str) -> Split:
+    total = _total(spec, stable)
+    if phase == "Promoting":  # stable rolls to the promoted revision at full size; the canary stays
+        return Split(total, split_replicas(total, weight).canary)
+    split = split_replicas(total, weight)
+    if spec.autoscaling is not None and weight > 0:
+        return Split(total, split.canary)  # the HPA keeps the stable count; the canary is on top
+    return split
+
+
+async def step_rollout(
+    ctx: Context, msvc: Mapping[str, Any], spec: ModelServiceSpec, serving: ServingBundle | None,
+    stable_deploy: Mapping[str, Any] | None,
+) -> CanaryResult:
+    """Run the rollout state machine once; apply/scale the canary Deployment; Events.
+
+    Raises kopf.PermanentError naming the field for an invalid ``spec.rollout``, ApiException on
+    API errors (the work queue retries).
+    """
+    meta = msvc["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    key = (namespace, name)
+    raw_spec = msvc.get("spec") or {}
+    try:
+        rspec: RolloutSpec = parse_rollout(raw_spec.get("rollout"))
+    except RolloutSpecError as exc:
+        raise kopf.PermanentError(str(exc)) from exc
+    old = msvc.get("status") or {}
+    st = machine.RolloutState.from_status(old.get("rollout"), old.get("history"))
+    current = children.serving_bundle_of(stable_deploy)
+    if st.stable is None and current is not None:
+        st = machine.RolloutState(stable=revision(current), history=st.history)  # adopt what runs
+    if serving is None:
+        return CanaryResult(current, None, _status(st, 0, None))
+
+    ann = meta.get("annotations") or {}
+    command: machine.Command | None = None
+    bad_command = None
+    try:
+        command = machine.parse_command(ann.get(machine.ANNOTATION))
+    except ValueError as exc:
+        bad_command = str(exc)
+
+    canary_deploy_name = canary_name(children.predictor_name(name))
+    canary_deploy = ctx.cache.get("Deployment", namespace, canary_deploy_name)
+    if canary_deploy is None and st.canary is not None:
+        canary_deploy = await ctx.kube.get("apps/v1", "Deployment", namespace, canary_deploy_name)
+    now = time.time()
+    verdict = None
+    if st.canary is not None and st.phase in ("Progressing", "Paused") and st.canary.same(revision(serving)):
+        verdict = await ctx.analyses.measure(key, st.canary.identity, _variants(ctx, namespace, name),
+                                             rspec.analysis, time.monotonic())
+    obs = machine.Observation(
+        now=now, desired=revision(serving), spec_revision=machine.spec_revision(raw_spec),
+        canary_ready=_ready(canary_deploy), stable_current=_rolled_to(stable_deploy, st.stable),
+        verdict=verdict, command=command,
+    )
+    plan = machine.step(st, rspec, obs)
+    new = plan.state
+
+    # The canary Deployment: its share of the split while a canary is judged, else zero pods.
+    split = _split(spec, stable_deploy, plan.weight, new.phase)
+    canary_bundle = serving if new.canary is not None and new.canary.same(revision(serving)) else (
+        children.serving_bundle_of(canary_deploy))
+    if new.canary is not None and plan.weight > 0 and canary_bundle is not None:
+        built = children.deployment(msvc, spec, canary_bundle, ctx.settings)
+        applied = await ctx.kube.apply(canary_deployment(built, split.canary))
+        ctx.cache.put(applied)
+    elif canary_deploy is not None and int((canary_deploy.get("spec") or {}).get("replicas") or 0) > 0:
+        await ctx.kube.merge_patch("apps/v1", "Deployment", namespace, canary_deploy_name, {"spec": {"replicas": 0}})
+    if new.phase not in ("Progressing", "Paused"):
+        ctx.analyses.forget(key)
+
+    body = {**msvc, "kind": KIND, "apiVersion": API_VERSION}
+    for event in plan.events:
+        await events.record(ctx.kube, body, event.type, event.reason, event.message)
+    if bad_command is not None or command is not None:
+        if bad_command is not None:
+            await events.record(ctx.kube, body, "Warning", "InvalidRolloutCommand", bad_command)
+        await ctx.kube.merge_patch(API_VERSION, KIND, namespace, name,
+                                   {"metadata": {"annotations": {machine.ANNOTATION: None}}})
+
+    # The stable Deployment: the stable revision (the promoted one once promoting), its share.
+    if new.stable is not None and new.stable.same(revision(serving)):
+        stable_bundle: ServingBundle | None = serving
+    else:
+        stable_bundle = current if current is not None else serving
+    stable_replicas = split.stable if (new.phase in ACTIVE and spec.autoscaling is None) else None
+    requeue = None
+    if new.phase in ACTIVE:
+        due = ctx.analyses.next_in(key, time.monotonic())
+        requeue = min(TICK_S, due) if due is not None else TICK_S
+        ctx.analyses.requeue(key, max(requeue, 0.5))
+    status = _status(new, plan.weight, split)
+    last = ctx.analyses.last(key) if new.phase in ("Progressing", "Paused") else None
+    status["rollout"]["lastAnalysis"] = {"decision": last.decision, "reason": last.reason} if last else None
+    return CanaryResult(stable_bundle, stable_replicas, status, requeue)
+
+
+def _status(st: machine.RolloutState, weight: int, split: Split | None) -> dict[str, Any]:
+    rollout = st.to_status()
+    rollout["weight"] = weight
+    rollout["column"] = machine.column(st, weight)
+    if split is not None and st.phase in ACTIVE:
+        rollout["split"] = {"stable": split.stable, "canary": split.canary,
+                            "effectiveWeight": round(split.effective_weight, 1),
+                            "mode": "replicas: traffic follows the pod count behind the one Service"}
+    else:
+        rollout["split"] = None
+    return {"rollout": rollout, "history": st.history_status() or None}
