@@ -9,12 +9,14 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
+
+from kubemaas_runtime.bundle import TensorSpec
 
 Task = Literal["classification", "regression"]
 EVAL_BATCH = 32
@@ -53,6 +55,42 @@ class Quality(BaseModel):
     accuracy: float | None = None
     agreement: float | None = None
     rmse: float | None = None
+
+
+NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+"""Open Inference Protocol v2 datatypes (the manifest's) -> numpy; BYTES has no tensor to compress."""
+
+
+def as_declared(inputs: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
+    """``inputs`` as the model input ``spec`` declares them (token ids stay integers), C-contiguous.
+
+    Casts numpy calls ``same_kind`` are made (float64 -> float32, int32 -> int64, uint8 pixels
+    -> float32); floats into an integer input (token ids) would change what the model is
+    measured on, so they raise ``ValueError`` naming ``where``, the stored dtype and the
+    declared datatype, as does a non-numeric (BYTES) input.
+    """
+    dtype = NUMPY_DTYPES.get(spec.datatype)
+    if dtype is None:
+        raise ValueError(f"{where}: model input {spec.name!r} is {spec.datatype}; compression needs a numeric input")
+    if inputs.dtype != dtype and not np.can_cast(inputs.dtype, dtype, casting="same_kind"):
+        raise ValueError(
+            f"{where}: inputs are {inputs.dtype} but model input {spec.name!r} is declared {spec.datatype}; "
+            f"store them as {dtype}"
+        )
+    return np.ascontiguousarray(inputs, dtype=dtype)
 
 
 def open_session(path: Path, intra_op_threads: int = 1, inter_op_threads: int = 1) -> ort.InferenceSession:

@@ -56,7 +56,14 @@ def load_eval(bundle: Bundle) -> EvalSet:
         inputs, labels = np.asarray(data["inputs"]), np.asarray(data["labels"])
     if len(inputs) == 0 or len(inputs) != len(labels):
         raise BundleError(f"{path}: inputs has {len(inputs)} rows and labels {len(labels)}; need the same, > 0")
-    return EvalSet(inputs=np.ascontiguousarray(inputs, dtype=np.float32), labels=labels)
+    if len(bundle.manifest.inputs) != 1:
+        names = [spec.name for spec in bundle.manifest.inputs]
+        raise BundleError(f"{bundle.path / MANIFEST}: inputs {names}; compression needs exactly one ({path} has one array)")
+    try:
+        declared = measure.as_declared(inputs, bundle.manifest.inputs[0], str(path))
+    except ValueError as exc:
+        raise BundleError(str(exc)) from exc
+    return EvalSet(inputs=declared, labels=labels)
 
 
 def _calibration_rows(inputs: np.ndarray, rows: int) -> np.ndarray:
@@ -89,6 +96,8 @@ def compress(bundle_dir: Path, out_dir: Path, settings: CompressSettings) -> Out
     source = load_bundle(bundle_dir)
     if out_dir.resolve() == source.path.resolve():
         raise ValueError(f"output: {out_dir} is the input bundle; write the compressed bundle elsewhere")
+    if source.manifest.task == "text-generation":
+        raise BundleError(f"{source.path / MANIFEST}: task text-generation; this pipeline compresses tensor models")
     task: Task = source.manifest.task
     data = load_eval(source)
     reduce_range = needs_reduce_range() if settings.reduce_range is None else settings.reduce_range

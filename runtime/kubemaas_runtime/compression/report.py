@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from kubemaas_runtime.compression.measure import Measurement, Quality
-from kubemaas_runtime.compression.select import Selection, drops
+from kubemaas_runtime.compression.select import Selection, drops, missed
 
 REPORT = "compression.json"
 TERMINATION_LIMIT = 4096
@@ -51,10 +51,11 @@ def write_report(directory: Path, report: Report) -> Path:
 
 
 def gate_failure(report: Report) -> str:
-    """The message for a run where nothing met the gate: every variant's drop."""
+    """The message for a run where nothing met the gate: the variants that missed it, then every drop."""
     return (
         f"kubemaas compress: no variant meets the gate (mode {report.mode}, "
-        f"max accuracy drop {report.max_accuracy_drop}): {drops(report.variants)}"
+        f"max accuracy drop {report.max_accuracy_drop}): {drops(report.variants)}; "
+        f"missed by {missed(report.variants, report.max_accuracy_drop)}"
     )
 
 

@@ -40,6 +40,19 @@ def drops(measurements: Sequence[Measurement]) -> str:
     return ", ".join(parts)
 
 
+def missed(measurements: Sequence[Measurement], max_drop: float) -> str:
+    """``int8-dynamic (drop 0.0222 > 0.0), fp16 (failed: ...)``: the variants that did not pass the gate."""
+    parts = []
+    for m in measurements:
+        if m.passed:
+            continue
+        if m.error is not None or m.accuracy_drop is None:
+            parts.append(f"{m.name} ({m.error or 'not measured'})")
+        else:
+            parts.append(f"{m.name} (drop {m.accuracy_drop:.4f} > {max_drop})")
+    return ", ".join(parts) or "none"
+
+
 def select(measurements: Sequence[Measurement], mode: str, max_drop: float) -> Selection:
     """``auto``: lowest p50 at batch 32 among passing variants, ties to the smaller file;
     ``none``: fp32; a variant name: that variant. None when the choice fails the gate."""
@@ -63,6 +76,7 @@ def select(measurements: Sequence[Measurement], mode: str, max_drop: float) -> S
                 f"ties within {TIE_TOLERANCE:.0%} go to the smaller file, {best.size_bytes} bytes) among "
                 f"{len(passing)} of {len(measurements)} variants within max accuracy drop {max_drop} "
                 f"(drop {best.accuracy_drop:.4f})"
+                + (f"; missed by {missed(measurements, max_drop)}" if len(passing) < len(measurements) else "")
             ),
         )
     wanted = FP32 if mode == "none" else mode

@@ -36,7 +36,7 @@ class BuildContext:
     """Scratch directory for intermediate models."""
     input_name: str
     calibration: np.ndarray
-    """Rows fed to int8-static calibration (float32, batch first)."""
+    """Rows fed to int8-static calibration (batch first, in the input's declared dtype)."""
     reduce_range: bool
     """7-bit weights (see cpu.py)."""
 

@@ -19,6 +19,12 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
 
 
 @pytest.fixture(scope="session")
+def sequence(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """The sequence recipe (INT64 token ids in) trained small by the real ``kubemaas train`` (issue 11)."""
+    return models.train_sequence(tmp_path_factory.mktemp("sequence") / "bundle")
+
+
+@pytest.fixture(scope="session")
 def encoder(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
     """A transformer-shaped encoder (2 layers, d_model 64) trained on a synthetic task."""
     return models.encoder_bundle(tmp_path_factory.mktemp("encoder") / "bundle", **SMALL_ENCODER)

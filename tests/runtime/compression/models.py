@@ -1,6 +1,7 @@
 """Real models for the compression tests and bench/compression.py, built in code.
 
 - digits: ``kubemaas train --recipe digits`` (the real training entrypoint, one process).
+- sequence: ``kubemaas train --recipe sequence``, small: a token-id (INT64) input.
 - encoder: a transformer encoder (nn.TransformerEncoder) briefly trained on a synthetic
   sequence-classification task, exported with a dynamic batch axis.
 - tied: a one-MatMul model whose eval rows sit on a decision boundary (two classes with
@@ -50,6 +51,50 @@ def train_digits(dest: Path, epochs: int = 8, prune_amount: float = 0.0) -> Bund
     if done.returncode != 0:
         raise RuntimeError(f"kubemaas train exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
     return load_bundle(dest)
+
+
+SMALL_SEQUENCE = {"train_size": 256, "test_size": 64, "d_model": 16, "heads": 2, "ff": 32, "layers": 1}
+"""The sequence recipe as issue 11 trains it: token ids in (INT64 ``tokens``), 4 classes out."""
+
+
+def train_sequence(dest: Path, epochs: int = 1, **params: int) -> Bundle:
+    """The sequence recipe's bundle (int64 token-id input), trained by the real ``kubemaas train``."""
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
+    settings = [arg for key, value in {**SMALL_SEQUENCE, **params}.items() for arg in ("--set", f"{key}={value}")]
+    done = subprocess.run(
+        [sys.executable, "-m", "kubemaas_runtime.cli", "train", "--recipe", "sequence", "--output", str(dest),
+         "--epochs", str(epochs), *settings],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"kubemaas train exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return load_bundle(dest)
+
+
+def boundary_bundle(source: Bundle, dest: Path, rows: int = 64, pool: int = 40_000) -> Bundle:
+    """``source``'s model with an eval set of token rows on its own decision boundary.
+
+    Random token sequences (vocabulary of the sequence recipe's default) are scored by the
+    fp32 model; the ``rows`` with the smallest top-1 margin above 1e-5 become eval.npz, labelled
+    with fp32's own prediction. fp32 is then right on every row, so a variant that changes any
+    prediction has a drop > 0: the strict gate (max accuracy drop 0) is sure to be missed by
+    int8 weights (logit errors ~1e-3 against margins below that), kept by the fp32 variant.
+    """
+    import onnxruntime as ort
+
+    from kubemaas_runtime.training.recipes.sequence import SequenceParams
+
+    dest.mkdir(parents=True, exist_ok=True)
+    seq_len = source.manifest.inputs[0].shape[1]
+    tokens = np.random.default_rng(7).integers(0, SequenceParams().vocab, size=(pool, seq_len)).astype(np.int64)
+    session = ort.InferenceSession(str(source.model_path), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {source.manifest.inputs[0].name: tokens})[0]
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    order = [i for i in np.argsort(margin) if margin[i] > 1e-5][:rows]
+    np.savez(dest / EVAL_SET, inputs=tokens[order], labels=logits[order].argmax(axis=1).astype(np.int64))
+    (dest / MODEL).write_bytes(source.model_path.read_bytes())
+    return write_manifest(dest, source.manifest, files=[MODEL, EVAL_SET])
 
 
 def _write(dest: Path, name: str, inputs: np.ndarray, labels: np.ndarray, classes: int, accuracy: float) -> Bundle:
