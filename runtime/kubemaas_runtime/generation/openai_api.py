@@ -54,6 +54,8 @@ class SamplingFields(BaseModel):
     n: int = Field(default=1, ge=1, le=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    ignore_eos: bool = False
+    """vLLM's extension (``extra_body``): generate exactly max_tokens."""
 
     @field_validator("stop")
     @classmethod
@@ -66,7 +68,8 @@ class SamplingFields(BaseModel):
     def sampling(self) -> dict[str, object]:
         stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
         return {"temperature": float(self.temperature), "top_p": float(self.top_p),
-                "top_k": max(self.top_k, 0), "seed": self.seed, "stop": tuple(stops)}
+                "top_k": max(self.top_k, 0), "seed": self.seed, "stop": tuple(stops),
+                "ignore_eos": self.ignore_eos}
 
 
 class CompletionRequest(SamplingFields):

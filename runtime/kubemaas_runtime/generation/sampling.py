@@ -22,6 +22,8 @@ class SamplingParams:
     top_k: int = 0
     seed: int | None = None
     stop: tuple[str, ...] = field(default_factory=tuple)
+    ignore_eos: bool = False
+    """Keep generating past end-of-sequence tokens (vLLM's extension; benchmarks use it for fixed lengths)."""
 
 
 def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:

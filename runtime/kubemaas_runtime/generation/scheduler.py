@@ -196,7 +196,7 @@ class Scheduler:
         seq.output.append(token)
         self.metrics.generation_tokens.inc()
         finish: str | None = None
-        if token in seq.eos:
+        if token in seq.eos and not seq.params.ignore_eos:
             finish = "stop"
         else:
             seq.text += seq.detokenizer.push(token)

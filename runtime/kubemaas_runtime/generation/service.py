@@ -95,6 +95,13 @@ class GenerationService:
         if not ids:
             raise RequestError("the prompt is empty: it must contain at least one token", "prompt")
         limit = self.context_length
+        if len(ids) >= limit:
+            raise RequestError(
+                f"This model's maximum context length is {limit} tokens. However, your prompt has {len(ids)} "
+                "tokens, leaving no room for the completion. Please reduce the length of the prompt.",
+                "prompt",
+                code="context_length_exceeded",
+            )
         if max_tokens is None:
             max_tokens = min(self.settings.default_max_tokens, limit - len(ids))
         if len(ids) + max_tokens > limit:
@@ -102,7 +109,7 @@ class GenerationService:
                 f"This model's maximum context length is {limit} tokens. However, you requested "
                 f"{len(ids) + max_tokens} tokens ({len(ids)} in the prompt, {max_tokens} for the completion). "
                 "Please reduce the length of the prompt or of max_tokens.",
-                "max_tokens" if len(ids) < limit else "prompt",
+                "max_tokens",
                 code="context_length_exceeded",
             )
         return Prepared(ids, SamplingParams(max_tokens=max_tokens, **params))

@@ -27,6 +27,7 @@ class GenerateParameters(BaseModel):
     top_k: int = Field(default=0, ge=-1)
     seed: int | None = None
     stop: list[str] = Field(default_factory=list, max_length=4)
+    ignore_eos: bool = False
 
 
 class GenerateRequest(BaseModel):
@@ -52,7 +53,7 @@ def register_v2_generate_routes(app: FastAPI, service: GenerationService) -> Non
             raise RequestError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
         p = body.parameters
         params = {"temperature": float(p.temperature), "top_p": float(p.top_p), "top_k": max(p.top_k, 0),
-                  "seed": p.seed, "stop": tuple(p.stop)}
+                  "seed": p.seed, "stop": tuple(p.stop), "ignore_eos": p.ignore_eos}
         return body, service.prepare(body.text_input, p.max_tokens, params)
 
     def output(body: GenerateRequest, text: str, delta: Delta) -> dict[str, Any]:

@@ -23,7 +23,7 @@ def test_the_bundle_is_an_onnxruntime_genai_folder_with_a_schema_3_manifest(tiny
     m = bundle.manifest
     assert (m.task, m.schema_version, m.inputs, m.outputs) == ("text-generation", 3, [], [])
     assert m.generation is not None
-    assert (m.generation.context_length, m.generation.vocab_size, m.generation.chat_template) == (256, 512, True)
+    assert (m.generation.context_length, m.generation.vocab_size, m.generation.chat_template) == (1024, 512, True)
     assert {"genai_config.json", "model.onnx", "model.onnx.data", "tokenizer.json", "eval.txt"} <= set(m.files)
     config = json.loads((tiny_bundle / "genai_config.json").read_text())
     assert config["model"]["decoder"]["num_key_value_heads"] == 2
