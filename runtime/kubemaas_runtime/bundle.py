@@ -121,7 +121,7 @@ class Source(BaseModel):
     name: str | None = None
     uid: str | None = None
     recipe: str | None = None
-    hyperparameters: dict[str, str | int | float | bool] | None = None
+    hyperparameters: dict[str, str | int | float | bool | None] | None = None
     """The recipe's full hyper-parameters (defaults included), so the torch model can be rebuilt
     from ``checkpoint.pt`` for pruning or distillation; None for a uri or user-code model."""
 

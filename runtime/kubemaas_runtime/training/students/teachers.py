@@ -35,8 +35,8 @@ class Teacher:
 
 
 def raw_params(values: dict[str, object]) -> dict[str, str]:
-    """Hyper-parameters as the ``--set key=value`` strings a recipe validates."""
-    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in values.items()}
+    """Hyper-parameters as the ``--set key=value`` strings a recipe validates (None: left to the default)."""
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in values.items() if v is not None}
 
 
 def rebuild_reason(manifest: Manifest) -> str | None:
