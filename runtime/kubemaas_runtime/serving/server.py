@@ -1,14 +1,15 @@
 """Run the app under uvicorn with a graceful drain on SIGTERM.
 
-On SIGTERM/SIGINT readiness turns false, the server stops accepting new connections (a new
-connection is refused, which a client can safely retry elsewhere) and every answer says
-``Connection: close``. For up to ``drain_linger_s`` the open keep-alive connections are still
-served, so a pooled client that sends on one gets its answer and lets the connection go,
-instead of having it closed under it mid-send (uvicorn alone closes idle keep-alive
-connections at once, which lost requests under steady load). Then the connections left idle
-are closed, requests still in flight finish (up to ``drain_timeout_s``), the batcher stops and
-the process exits 0. In Kubernetes, a preStop sleep covers the seconds before the endpoint
-removal reaches every node. A model that turns out not to run (its own eval rows fail at warm-up) stops the
+On SIGTERM/SIGINT readiness turns false and every answer says ``Connection: close``. For up to
+``drain_linger_s``, while any connection is open, the server keeps accepting and answering, so
+a pooled client that sends on a keep-alive connection gets its answer and lets the connection
+go instead of having it closed under it mid-send (uvicorn alone closes idle keep-alive
+connections at once, which lost requests under steady load), and connections that still
+arrive while the endpoint removal spreads are served too. Then uvicorn stops listening, closes
+the connections left idle, lets requests in flight finish (up to ``drain_timeout_s``), the
+batcher stops and the process exits 0. (A connection still in the kernel's accept backlog when
+the listener closes is reset: no server can answer it, which is why Kubernetes clients rely on
+the endpoint removal, and a preStop sleep, to stop sending first.) A model that turns out not to run (its own eval rows fail at warm-up) stops the
 server with exit code 1.
 """
 
@@ -67,8 +68,6 @@ class DrainingServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.plane.draining = True
-        for server in self.servers:
-            server.close()  # stop accepting; the open connections stay
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.linger_s
         # uvicorn keeps its connections in a plain set with no event to wait on: poll it.
