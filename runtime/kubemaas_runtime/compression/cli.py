@@ -22,7 +22,10 @@ log = logging.getLogger(__name__)
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", required=True, help="input bundle: a directory or a storage URI")
     parser.add_argument("--output", required=True, help="output bundle: a directory or a storage URI")
-    parser.add_argument("--mode", choices=MODES, default=None, help="selection policy (default auto)")
+    parser.add_argument("--mode", choices=(*MODES, "int4", "int8"), default=None,
+                        help="selection policy (default auto); int4/int8 for text-generation bundles")
+    parser.add_argument("--max-perplexity-increase", type=float, default=None, dest="max_perplexity_increase",
+                        help="text generation: the gate, a fraction of fp32 perplexity (default 0.05)")
     parser.add_argument("--max-accuracy-drop", type=float, default=None, help="the accuracy gate (default 0.01)")
     parser.add_argument("--latency-runs", type=int, default=None, help="timed runs per variant and batch size")
     parser.add_argument("--calibration-rows", type=int, default=None, help="eval rows used for int8-static")
@@ -68,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("root", "onnxruntime"):  # the quantizers log advice per node at WARNING
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    from kubemaas_runtime.compression.textgen import maybe_run
+
+    textgen = maybe_run(args)  # text-generation bundles: weight-only int4/int8 gated on perplexity
+    if textgen is not None:
+        return textgen
     try:
         settings = settings_from(args)
     except ValidationError as exc:

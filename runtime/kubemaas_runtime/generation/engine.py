@@ -116,6 +116,15 @@ class Decoder:
         last: np.ndarray = self._run(ids, mask, slot, 1, positions)[0, -1]
         return last
 
+    def score(self, tokens: Sequence[int]) -> np.ndarray:
+        """Logits ``[T, vocab]`` at every position of ``tokens`` (run in slot 0; for perplexity)."""
+        n = len(tokens)
+        if not 1 <= n <= self.context_length:
+            raise ValueError(f"{n} tokens: need 1..{self.context_length}")
+        ids = np.asarray([tokens], dtype=np.int64)
+        logits: np.ndarray = self._run(ids, np.ones((1, n), np.int64), 0, 1, np.arange(n, dtype=np.int64)[None, :])[0]
+        return logits
+
     def decode(self, tokens: Sequence[int], lengths: Sequence[int]) -> np.ndarray:
         """One step for slots ``0..B-1``: row b holds ``lengths[b]`` cached tokens and appends ``tokens[b]``.
 
