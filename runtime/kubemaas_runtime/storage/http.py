@@ -20,6 +20,7 @@ from kubemaas_runtime.storage.errors import NotFoundError, StorageError
 from kubemaas_runtime.storage.settings import StorageSettings
 from kubemaas_runtime.storage.stores import retrying, safe_rel
 from kubemaas_runtime.storage.streams import (
+    TIMEOUT_SLACK_S,
     Deadline,
     TransientError,
     check_announced,
@@ -127,7 +128,7 @@ class HttpStore:
             expected = size if size is not None else got + (exc.expected or 0)
             raise TransientError(truncated_message(what, expected, got)) from exc
         except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
-            self.deadline.check(what, received if received else None)
+            self.deadline.check(what, received if received else None, slack=TIMEOUT_SLACK_S)
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, TimeoutError):
                 raise TransientError(stall_message(what, self.settings.stall_timeout_s, received)) from exc

@@ -14,9 +14,11 @@ from kubemaas_runtime.storage.uris import LocalLocation
 
 
 class LocalStore:
-    def __init__(self, location: LocalLocation) -> None:
+    def __init__(self, location: LocalLocation, max_bytes: int) -> None:
         self.uri = location.uri
         self.root = location.path
+        self.max_bytes = max_bytes
+        """Most bytes one ``get`` of a file of unknown size may copy (``KUBEMAAS_MAX_BUNDLE_BYTES``)."""
 
     def get(self, rel: str, dest: Path, size: int | None = None) -> None:
         src = self.root / safe_rel(self.uri, rel)
@@ -25,6 +27,11 @@ class LocalStore:
         actual = src.stat().st_size
         if size is not None and actual != size:
             raise SizeError(f"{self.uri}: {rel}: {actual} bytes, but {MANIFEST} records {size}; not copied")
+        if actual > self.max_bytes:
+            raise SizeError(
+                f"{self.uri}: {rel}: {actual} bytes is above the limit of {self.max_bytes} bytes "
+                "(KUBEMAAS_MAX_BUNDLE_BYTES); not copied"
+            )
         if dest.exists() and os.path.samefile(src, dest):
             return
         _atomic_copy(src, dest, self.uri)

@@ -65,7 +65,7 @@ def open_store(uri: str, settings: StorageSettings | None = None, deadline: Dead
     if isinstance(location, LocalLocation):
         from kubemaas_runtime.storage.local import LocalStore
 
-        return LocalStore(location)
+        return LocalStore(location, settings.max_bundle_bytes)
     if isinstance(location, HttpLocation):
         from kubemaas_runtime.storage.http import HttpStore
 

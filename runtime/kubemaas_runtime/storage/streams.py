@@ -17,6 +17,8 @@ from typing import BinaryIO
 from kubemaas_runtime.storage.errors import StorageError
 
 CHUNK = 1 << 20
+TIMEOUT_SLACK_S = 0.05
+"""A socket timeout this close to the deadline is the deadline's (the timeout was cut to the time left)."""
 
 
 class TransientError(StorageError):
@@ -50,9 +52,10 @@ class Deadline:
     def expired(self) -> bool:
         return self.remaining() <= 0
 
-    def check(self, what: str, received: int | None = None) -> None:
-        """Raise ``DeadlineError`` naming ``what`` (and the bytes received) once the deadline passed."""
-        if self.expired():
+    def check(self, what: str, received: int | None = None, slack: float = 0.0) -> None:
+        """Raise ``DeadlineError`` naming ``what`` (and the bytes received) once the deadline passed,
+        or is less than ``slack`` seconds away (a socket timeout cut to the time left ends a hair early)."""
+        if self.remaining() <= slack:
             raise DeadlineError(self.message(what, received))
 
     def message(self, what: str, received: int | None = None) -> str:
@@ -111,7 +114,7 @@ def copy_stream(
         try:
             chunk = read1(CHUNK)
         except TimeoutError as exc:
-            deadline.check(what, received)
+            deadline.check(what, received, slack=TIMEOUT_SLACK_S)
             raise TransientError(stall_message(what, stall_s, received)) from exc
         if not chunk:
             break

@@ -56,6 +56,7 @@ def _fetch_directory(uri: str, dest: Path, settings: StorageSettings, deadline: 
         raise StorageError(f"fetch {uri}: {exc}") from exc
     total = sum(entry.size or 0 for entry in manifest.files.values())
     if total > settings.max_bundle_bytes:
+        (dest / MANIFEST).unlink(missing_ok=True)
         raise StorageError(
             f"fetch {uri}: {MANIFEST} records {total} bytes in all, above the limit of "
             f"{settings.max_bundle_bytes} bytes (KUBEMAAS_MAX_BUNDLE_BYTES); nothing else was fetched"

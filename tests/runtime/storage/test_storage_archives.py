@@ -121,7 +121,7 @@ def test_limits_come_from_the_environment(
     _bundle_archive(archive, bundle, {})
     monkeypatch.setenv("KUBEMAAS_MAX_BUNDLE_BYTES", "100")
     assert main(["fetch", str(archive), str(tmp_path / "dest")]) == 1
-    assert "more than 100 bytes" in capsys.readouterr().err
+    assert "above the limit of 100 bytes (KUBEMAAS_MAX_BUNDLE_BYTES); not copied" in capsys.readouterr().err
 
 
 # -- layout: the bundle at the root or inside one top-level folder ----------------------------

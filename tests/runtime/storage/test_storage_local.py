@@ -108,3 +108,10 @@ def test_schema_1_manifest_is_still_read(bundle: Bundle, tmp_path: Path) -> None
     got = fetch(str(bundle.path), tmp_path / "dest")
     assert (got.manifest.schema_version, got.manifest.batch_axis) == (1, None)
     assert got.manifest.files[MODEL].sha256 == raw["files"][MODEL]["sha256"]
+
+
+def test_manifest_recording_more_than_the_limit_is_refused_before_any_copy(bundle: Bundle, tmp_path: Path) -> None:
+    total = sum(entry.size or 0 for entry in bundle.manifest.files.values())
+    with pytest.raises(StorageError, match=rf"model\.json records {total} bytes in all, above the limit of 100 bytes"):
+        fetch(str(bundle.path), tmp_path / "dest", StorageSettings(max_bundle_bytes=100))
+    assert list((tmp_path / "dest").iterdir()) == []
