@@ -27,6 +27,7 @@ from kubemaas_runtime.bundle import (
     load_bundle,
     write_manifest,
 )
+from kubemaas_runtime.cli import main
 from kubemaas_runtime.serving.model import load_model
 from kubemaas_runtime.storage import StorageError, fetch
 
@@ -163,3 +164,10 @@ def test_manifest_written_before_the_weights_were_added_is_refused(tmp_path: Pat
     assert json.loads((tmp_path / "b" / MANIFEST).read_text())["files"].keys() == {MODEL}
     with pytest.raises(BundleError, match=WEIGHTS):
         load_bundle(bundle.path)
+
+
+def test_compress_refuses_unlisted_external_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _save(tmp_path / "b")
+    write_manifest(tmp_path / "b", _manifest(), files=[MODEL])
+    assert main(["compress", "--bundle", str(tmp_path / "b"), "--output", str(tmp_path / "out")]) == 2
+    assert f"references external data '{WEIGHTS}', which model.json does not list" in capsys.readouterr().err
