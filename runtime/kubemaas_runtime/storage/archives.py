@@ -63,13 +63,19 @@ def _parts(member: tarfile.TarInfo) -> tuple[str, ...]:
     return PurePosixPath(member.name).parts  # "./model.json" -> ("model.json",)
 
 
+def macos_metadata(name: str) -> bool:
+    """``__MACOSX`` and AppleDouble ``._*`` entries, which macOS's tar and zip add beside a folder."""
+    return name == "__MACOSX" or name.startswith("._")
+
+
 def bundle_root(members: list[tarfile.TarInfo], uri: str) -> str | None:
     """None if ``model.json`` is at the archive's root; the folder's name if it is inside a single
-    top-level folder; otherwise ``StorageError`` listing the archive's files."""
+    top-level folder (macOS metadata beside it aside); otherwise ``StorageError`` listing the
+    archive's files."""
     files = [_parts(m) for m in members if m.isfile()]
     if (MANIFEST,) in files:
         return None
-    tops = {parts[0] for m in members if (parts := _parts(m))}
+    tops = {parts[0] for m in members if (parts := _parts(m)) and not macos_metadata(parts[0])}
     if len(tops) == 1:
         (top,) = tops
         if (top, MANIFEST) in files:
@@ -94,11 +100,11 @@ def extract_bundle_archive(archive: Path, dest: Path, uri: str, limits: ArchiveL
         with tarfile.open(archive, "r:gz") as tar:
             members = _scan(tar, uri, compressed, limits)
             root = bundle_root(members, uri)
-            if root is not None:
+            if root is not None:  # strip the folder; what lies beside it (macOS metadata) stays out
                 members = [
                     m.replace(name="/".join(parts[1:]), deep=False)
                     for m in members
-                    if len(parts := _parts(m)) > 1
+                    if len(parts := _parts(m)) > 1 and parts[0] == root
                 ]
             dest.mkdir(parents=True, exist_ok=True)
             tar.extractall(dest, members=members, filter="data")

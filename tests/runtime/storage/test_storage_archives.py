@@ -138,6 +138,23 @@ def test_single_top_level_folder_is_the_bundle(bundle: Bundle, tmp_path: Path) -
     assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["eval.npz", "model.json", "model.onnx", "variants"]
 
 
+def test_macos_metadata_beside_the_folder_is_left_out(bundle: Bundle, tmp_path: Path) -> None:
+    """macOS tar adds ``._bundle`` (AppleDouble) beside ``bundle/``; it is neither a second folder nor extracted."""
+    archive = tmp_path / "mac.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(bundle.path, arcname="bundle")
+        _add_bytes(tar, "._bundle", b"\x00\x05\x16\x07")
+        _add_bytes(tar, "__MACOSX/bundle/._model.onnx", b"\x00\x05\x16\x07")
+    assert fetch(str(archive), tmp_path / "dest").digest == bundle.digest
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["eval.npz", "model.json", "model.onnx", "variants"]
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    member = tarfile.TarInfo(name)
+    member.size = len(data)
+    tar.addfile(member, io.BytesIO(data))
+
+
 @pytest.mark.parametrize(
     ("arcnames", "listing"),
     [
