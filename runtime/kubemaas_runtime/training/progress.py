@@ -30,9 +30,13 @@ def log_json(event: str, **fields: Any) -> None:
 
 
 def write_termination_message(path: Path, message: dict[str, Any]) -> bool:
-    """Write ``message`` as JSON if ``path``'s directory exists and is writable; keep it < 4096 bytes."""
-    directory = path.parent
-    if not directory.is_dir() or not os.access(directory, os.W_OK):
+    """Write ``message`` as JSON if ``path`` is a writable file, or can be created in a writable
+    directory; keep it < 4096 bytes. In a pod the kubelet mounts a writable /dev/termination-log
+    into a /dev that a non-root user cannot write, so the file itself decides."""
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            return False
+    elif not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
         return False
     text = json.dumps(message, separators=(",", ":"))
     if len(text.encode()) >= TERMINATION_LIMIT:
