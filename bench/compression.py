@@ -1,19 +1,22 @@
 """Compression benchmark: per variant, size ratio, p50 speed-up at batch 1 and 32, accuracy drop.
 
 Models: the digits recipe (``kubemaas train --recipe digits``) and a transformer encoder
-(4 layers, d_model 256, 4 heads, ff 1024, input [batch, 64, 256]) built in code.
+(4 layers, d_model 256, 4 heads, ff 1024, input [batch, 64, 256]) built in code; then students
+(``kubemaas students``: structured pruning and distillation) of the digits and sequence recipes
+in the same variant table as the quantized variants (sequence: 4,000 held-out rows).
 Every number is measured in this run, variants interleaved round by round, with the
 serving thread settings (intra=1, inter=1). Wall-clock ratios suffer on a loaded shared
 machine, so thread-CPU-time ratios are printed beside them.
 
-    .venv/bin/python bench/compression.py [--runs N] [--no-levers]
+    .venv/bin/python bench/compression.py [--runs N] [--no-levers] [--only-students]
 
-Writes bench/results/compression.md.
+Writes bench/results/compression.md (bench/results/students.md with --only-students).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import platform
@@ -21,6 +24,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 # Run as a script, sys.path[0] is bench/, whose operator.py would shadow the stdlib module
@@ -203,6 +207,130 @@ def targets(digits: Outcome, encoder: Outcome) -> list[str]:
     ]
 
 
+STUDENTS: dict[str, dict[str, dict[str, Any]]] = {
+    "digits": {
+        "pruned": {"method": "prune", "prune_ratio": 0.5},
+        "distilled": {"method": "distill", "sizes": {"hidden": "64"}},
+    },
+    "sequence": {
+        "pruned": {"method": "prune", "prune_ratio": 0.5, "drop_layers": 1},
+        "distilled": {"method": "distill", "sizes": {"d_model": "32", "layers": "1", "ff": "64"}},
+    },
+}
+"""Students per recipe (``kubemaas students`` options): Torch-Pruning with Taylor importance, and
+distillation into a smaller model of the same recipe (T=2, alpha=0.5: soft targets + labels)."""
+SEQUENCE_HELD_OUT = 4000
+"""Held-out rows of the sequence recipe: one point of accuracy is 40 rows, well above noise."""
+
+
+def student_tables(root: Path, digits_bundle: Bundle, settings: CompressSettings) -> tuple[list[str], Outcome]:
+    """Students of the digits and sequence recipes in the same variant table as the quantized ones."""
+    from kubemaas_runtime.bundle import load_bundle
+    from kubemaas_runtime.training.config import build_config
+    from kubemaas_runtime.training.loop import train_recipe
+    from kubemaas_runtime.training.settings import TrainingSettings
+    from kubemaas_runtime.training.students.build import StudentOptions, make_student
+
+    training = TrainingSettings(termination_log=root / "termination-log", threads=1)
+    train_recipe(build_config(output=str(root / "sequence"), recipe="sequence",
+                              params={"test_size": str(SEQUENCE_HELD_OUT)}), training)
+    teachers = {"digits": digits_bundle, "sequence": load_bundle(root / "sequence")}
+    lines: list[str] = []
+    outcome: Outcome | None = None
+    for recipe, teacher in teachers.items():
+        paths: dict[str, Path] = {}
+        counts = []
+        for name, options in STUDENTS[recipe].items():
+            paths[name] = root / f"{recipe}-{name}"
+            make_student(teacher.path, StudentOptions(**options), str(paths[name]), training)
+            student = json.loads((paths[name] / "model.json").read_text())["source"]["student"]
+            counts.append(f"{name} {student['parameters']:,} of {student['teacher']['parameters']:,} parameters "
+                          f"({', '.join(f'{k}={v}' for k, v in options.items() if k != 'method')})")
+        outcome = compress(teacher.path, root / f"{recipe}-students-out", settings, students=paths)
+        hyper = teacher.manifest.source.hyperparameters if teacher.manifest.source else {}
+        lines += variant_table(f"{recipe} recipe with students ({hyper})", outcome)
+        lines += ["students: " + "; ".join(counts), ""]
+        if recipe == "sequence":
+            lines += op_profile_table(outcome, load_eval(teacher).inputs, 200)
+    assert outcome is not None
+    return lines, outcome
+
+
+MATMULS = {"MatMul", "FusedMatMul", "Gemm", "MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul",
+           "MatMulIntegerToFloat", "QGemm"}
+QUANTIZE_OPS = {"DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear"}
+
+
+def op_profile_table(outcome: Outcome, inputs: np.ndarray, runs: int) -> list[str]:
+    """Where batch-32 time goes (ORT's profiler, one thread): why int8 does or does not pay.
+
+    Quantization speeds up only the matrix products; the rest of the graph (layer norms, softmax,
+    transposes, GELU) stays fp32, and the quantize/dequantize steps are added work (Amdahl).
+    """
+    import json as json_
+    from collections import Counter
+
+    names = [n for n in ("fp32", "int8-dynamic", "int8-static", "distilled", "distilled-int8-dynamic")
+             if any(m.name == n and m.error is None for m in outcome.report.variants)]
+    assert outcome.bundle is not None
+    batch = measure.batch_of(inputs, 32)
+    lines = [
+        "### sequence: where batch-32 time goes (ONNX Runtime profiler, 1 thread, us per run)",
+        "",
+        "| variant | total | matrix products | quantize/dequantize | everything else | matmul share |",
+        "|---|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            options = ort.SessionOptions()
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(tmp) / name)
+            options.intra_op_num_threads = options.inter_op_num_threads = 1
+            path = outcome.bundle.path / "variants" / name / "model.onnx"
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            feed = {measure.single_input(session): batch}
+            for _ in range(runs):
+                session.run(None, feed)
+            events = json_.loads(Path(session.end_profiling()).read_text())
+            by_op: Counter[str] = Counter()
+            for e in events:
+                if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
+                    by_op[e["args"]["op_name"]] += e["dur"]
+            total = sum(by_op.values()) / runs
+            mm = sum(v for k, v in by_op.items() if k in MATMULS) / runs
+            q = sum(v for k, v in by_op.items() if k in QUANTIZE_OPS) / runs
+            lines.append(f"| {name} | {total:.0f} | {mm:.0f} | {q:.0f} | {total - mm - q:.0f} | {mm / total:.0%} |")
+    return [*lines, ""]
+
+
+def student_targets(sequence: Outcome) -> list[str]:
+    """Issue 17's targets on the sequence recipe, from the one run's numbers."""
+    rows = {m.name: m for m in sequence.report.variants}
+    fp32 = rows["fp32"]
+
+    def best(names: list[str]) -> tuple[str, float, float]:
+        ok = [rows[n] for n in names if rows[n].passed and rows[n].p50_batch32_ms]
+        if not ok:
+            return "none within the gate", 0.0, 0.0
+        m = min(ok, key=lambda v: v.p50_batch32_ms or float("inf"))
+        return m.name, (fp32.p50_batch32_ms or 0) / (m.p50_batch32_ms or 1), (
+            (fp32.cpu_p50_batch32_ms or 0) / (m.cpu_p50_batch32_ms or 1))
+
+    plain = [n for n in rows if n in STUDENTS["sequence"]]
+    quantized = [f"{s}-{q}" for s in STUDENTS["sequence"] for q in INT8 if f"{s}-{q}" in rows]
+    name, wall, cpu = best(plain)
+    qname, qwall, qcpu = best(quantized)
+    return [
+        "### Targets (students, sequence recipe at its default size)",
+        "",
+        f"- pruned or distilled, within 1 point, >= 2x fp32 batch-32 throughput: {name} wall {wall:.2f}x, "
+        f"CPU time {cpu:.2f}x -> {'met' if wall >= 2 else 'NOT met'}",
+        f"- with int8, within 1 point, >= 3x: {qname} wall {qwall:.2f}x, CPU time {qcpu:.2f}x "
+        f"-> {'met' if qwall >= 3 else 'NOT met'}",
+        "",
+    ]
+
+
 def machine() -> list[str]:
     flags = cpu_flags()
     simd = sorted(f for f in flags if f.startswith(("avx", "amx", "fma")) or "vnni" in f)
@@ -220,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="timed runs per variant and batch size")
     parser.add_argument("--no-levers", action="store_true", help="skip the encoder's lever table")
+    parser.add_argument("--only-students", action="store_true", help="only the digits/sequence student tables")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)  # the quantizers' per-node advice
     lines = ["# Compression benchmark", "", *machine()]
@@ -227,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kubemaas-bench-") as tmp:
         root = Path(tmp)
         digits_bundle = models.train_digits(root / "digits", epochs=10)
+        if args.only_students:
+            student_lines, sequence = student_tables(root, digits_bundle, settings)
+            return _write([*lines, *student_lines, *student_targets(sequence)], RESULTS.with_name("students.md"))
         digits = compress(digits_bundle.path, root / "digits-out", settings)
         lines += variant_table("digits (kubemaas train --recipe digits, MLP)", digits)
         lines += pruning_table(root, digits_bundle, args.runs)
@@ -236,11 +368,17 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_levers:
             lines += lever_table(encoder_bundle, encoder, args.runs)
         lines += targets(digits, encoder)
-        lines.append(f"load average at end {os.getloadavg()[0]:.1f}")
+        student_lines, sequence = student_tables(root, digits_bundle, settings)
+        lines += [*student_lines, *student_targets(sequence)]
+    return _write(lines, RESULTS)
+
+
+def _write(lines: list[str], path: Path) -> int:
+    lines.append(f"load average at end {os.getloadavg()[0]:.1f}")
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
     return 0
 
 

@@ -30,6 +30,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-runs", type=int, default=None, help="timed runs per variant and batch size")
     parser.add_argument("--calibration-rows", type=int, default=None, help="eval rows used for int8-static")
     parser.add_argument("--threads", type=int, default=None, help="ORT intra-op threads while timing (default 1)")
+    parser.add_argument("--student", dest="students", action="append", default=[], metavar="NAME=LOCATION",
+                        help="a student bundle (kubemaas students) to measure beside the variants, repeatable")
+    parser.add_argument("--methods", default="quantize", metavar="LIST",
+                        help="comma-separated subset of quantize (int8/fp16 variants), prune and distill (default "
+                             "students made here: needs torch, the training image); default quantize")
 
 
 def settings_from(args: argparse.Namespace) -> CompressSettings:
@@ -47,15 +52,33 @@ def _is_uri(location: str) -> bool:
     return "://" in location
 
 
+def _students(values: list[str], scratch: Path) -> dict[str, Path]:
+    """``--student NAME=LOCATION`` flags -> local directories (storage URIs are fetched)."""
+    from kubemaas_runtime.compression.students import parse_student
+
+    students: dict[str, Path] = {}
+    for value in values:
+        name, location = parse_student(value)
+        if name in students:
+            raise ValueError(f"--student {value!r}: the name {name!r} is given twice")
+        if _is_uri(location):
+            from kubemaas_runtime.storage import fetch
+
+            students[name] = fetch(location, scratch / name).path
+        else:
+            students[name] = Path(location)
+    return students
+
+
 def _table(outcome_report: Any) -> str:
-    rows = ["variant        size_bytes  p50@1_ms  p50@32_ms  accuracy  drop     passed"]
+    rows = ["variant                  size_bytes  p50@1_ms  p50@32_ms  accuracy  drop     passed"]
     for m in outcome_report.variants:
         if m.error:
-            rows.append(f"{m.name:<14} {m.error}")
+            rows.append(f"{m.name:<24} {m.error}")
             continue
         quality = m.accuracy if m.accuracy is not None else m.rmse
         rows.append(
-            f"{m.name:<14} {m.size_bytes:>10}  {m.p50_batch1_ms or 0:>8.3f}  {m.p50_batch32_ms or 0:>9.3f}  "
+            f"{m.name:<24} {m.size_bytes:>10}  {m.p50_batch1_ms or 0:>8.3f}  {m.p50_batch32_ms or 0:>9.3f}  "
             f"{quality or 0:>8.4f}  {m.accuracy_drop or 0:>7.4f}  {m.passed}"
         )
     return "\n".join(rows)
@@ -67,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from kubemaas_runtime.bundle import BundleError
     from kubemaas_runtime.compression.pipeline import compress
     from kubemaas_runtime.compression.report import gate_failure, termination_message, write_termination
+    from kubemaas_runtime.compression.students import build_students, parse_methods
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("root", "onnxruntime"):  # the quantizers log advice per node at WARNING
@@ -89,7 +113,12 @@ def run(args: argparse.Namespace) -> int:
 
                 bundle_dir = fetch(args.bundle, Path(scratch) / "input").path
             out_dir = Path(scratch) / "output" if _is_uri(args.output) else Path(args.output)
-            outcome = compress(bundle_dir, out_dir, settings)
+            methods = parse_methods(args.methods)
+            students = _students(args.students, Path(scratch) / "students")
+            made = build_students(bundle_dir, methods, Path(scratch) / "made")
+            if set(made) & set(students):
+                raise ValueError(f"--student {sorted(set(made) & set(students))[0]}: also made by --methods; rename it")
+            outcome = compress(bundle_dir, out_dir, settings, {**students, **made}, quantize="quantize" in methods)
             uri = args.output
             if outcome.bundle is not None and _is_uri(args.output):
                 from kubemaas_runtime.storage import upload

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ from kubemaas_runtime.compression.measure import Measurement, Quality, Task
 from kubemaas_runtime.compression.report import REPORT, Report, write_report
 from kubemaas_runtime.compression.select import gate, select
 from kubemaas_runtime.compression.settings import CompressSettings
-from kubemaas_runtime.compression.variants import BUILDERS, BuildContext, candidates
+from kubemaas_runtime.compression.students import load_students, plan
+from kubemaas_runtime.compression.variants import BUILDERS, BuildContext
 
 log = logging.getLogger(__name__)
 VARIANTS_DIR = "variants"
@@ -91,9 +93,21 @@ def _evaluate(
     return m, session
 
 
-def compress(bundle_dir: Path, out_dir: Path, settings: CompressSettings) -> Outcome:
-    """Build every candidate variant, measure them side by side, select, write the output bundle."""
+def compress(
+    bundle_dir: Path,
+    out_dir: Path,
+    settings: CompressSettings,
+    students: Mapping[str, Path] | None = None,
+    quantize: bool = True,
+) -> Outcome:
+    """Build every candidate variant, measure them side by side, select, write the output bundle.
+
+    ``students``: name -> local directory of a student bundle (``kubemaas students``: pruned or
+    distilled); with mode ``auto`` each enters the table with its quantized variants (students.py).
+    ``quantize=False`` builds no int8/fp16 variants in ``auto`` (``--methods`` without quantize).
+    """
     source = load_bundle(bundle_dir)
+    pupils = load_students(source, students or {})
     if out_dir.resolve() == source.path.resolve():
         raise ValueError(f"output: {out_dir} is the input bundle; write the compressed bundle elsewhere")
     if source.manifest.task == "text-generation":
@@ -126,12 +140,15 @@ def compress(bundle_dir: Path, out_dir: Path, settings: CompressSettings) -> Out
             work=Path(work), input_name=measure.single_input(reference_session), calibration=calibration,
             reduce_range=reduce_range,
         )
-        for name in candidates(settings.mode):
+        for candidate in plan(source, pupils, settings.mode, quantize):
+            name = candidate.name
             path = out_dir / VARIANTS_DIR / name / MODEL
             path.parent.mkdir(parents=True, exist_ok=True)
             log.info("building variant %s", name)
+            scratch = ctx.work / candidate.origin  # the variants of one model share its pre-processed file
+            scratch.mkdir(exist_ok=True)
             try:
-                BUILDERS[name](source.model_path, path, ctx)
+                BUILDERS[candidate.builder](candidate.model_path, path, replace(ctx, work=scratch))
             except Exception as exc:  # one failing builder must not hide the others' numbers
                 log.warning("variant %s: build failed: %s", name, exc)
                 measurements.append(Measurement(name=name, error=f"build failed: {type(exc).__name__}: {exc}"))
