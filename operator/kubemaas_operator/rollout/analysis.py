@@ -49,16 +49,6 @@ class Analyses:
     def __init__(self, fetch: Callable[[str], Snapshot] = fetch_snapshot) -> None:
         self._fetch = fetch
         self._runs: dict[Key, _Run] = {}
-        self._requeue: dict[Key, float] = {}
-
-    def requeue(self, key: Key, delay_s: float) -> None:
-        """Ask for another reconcile of ``key`` in ``delay_s`` seconds (the handler's work queue
-        reads it with ``take_requeue`` after the sync)."""
-        self._requeue[key] = delay_s
-
-    def take_requeue(self, key: Key) -> float | None:
-        """The delay asked for by the last sync of ``key``, once."""
-        return self._requeue.pop(key, None)
 
     def forget(self, key: Key) -> None:
         """Drop the state of ``key`` (its canary ended, or the ModelService is gone)."""

@@ -93,7 +93,7 @@ class Revision:
 
     @classmethod
     def from_status(cls, d: Mapping[str, Any] | None) -> Revision | None:
-        if not d or not d.get("sha256"):
+        if not d or not (d.get("sha256") or d.get("uri")):
             return None
         return cls(str(d["sha256"]), str(d.get("uri") or ""), str(d.get("variant") or ""))
 
@@ -108,15 +108,17 @@ class HistoryEntry:
     finished: float
     outcome: Outcome
     why: str
+    uri: str = ""
 
     def to_status(self) -> dict[str, str]:
-        return {"sha256": self.sha256, "variant": self.variant, "started": rfc3339(self.started),
+        return {"sha256": self.sha256, "uri": self.uri, "variant": self.variant, "started": rfc3339(self.started),
                 "finished": rfc3339(self.finished), "outcome": self.outcome, "why": self.why}
 
     @classmethod
     def from_status(cls, d: Mapping[str, Any]) -> HistoryEntry:
         return cls(str(d.get("sha256", "")), str(d.get("variant", "")), _opt_time(d.get("started")) or 0.0,
-                   _opt_time(d.get("finished")) or 0.0, d.get("outcome", "Deployed"), str(d.get("why", "")))
+                   _opt_time(d.get("finished")) or 0.0, d.get("outcome", "Deployed"), str(d.get("why", "")),
+                   str(d.get("uri", "")))
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,8 @@ def _finish(state: RolloutState, now: float, outcome: Outcome, why: str) -> tupl
     rev = state.canary
     if rev is None:
         return state.history
-    entry = HistoryEntry(rev.sha256, rev.variant, state.canary_started if state.canary_started is not None else now, now, outcome, why)
+    entry = HistoryEntry(rev.sha256, rev.variant, state.canary_started if state.canary_started is not None else now, now,
+                         outcome, why, rev.uri)
     return (*state.history, entry)[-HISTORY_LIMIT:]
 
 
@@ -304,7 +307,7 @@ def step(state: RolloutState, spec: RolloutSpec, obs: Observation) -> Plan:
 
     # First revision ever: nothing to compare with, serve it (Argo's initial deploy skips steps).
     if state.stable is None:
-        entry = HistoryEntry(desired.sha256, desired.variant, obs.now, obs.now, "Deployed", "first revision")
+        entry = HistoryEntry(desired.sha256, desired.variant, obs.now, obs.now, "Deployed", "first revision", desired.uri)
         return Plan(RolloutState(stable=desired, history=(*state.history, entry)[-HISTORY_LIMIT:]), 0,
                     (Event("Normal", "Deployed", f"serving {_short(desired)}"),))
 
@@ -335,7 +338,8 @@ def step(state: RolloutState, spec: RolloutSpec, obs: Observation) -> Plan:
         return Plan(replace(state, phase="RolledBack", canary=None), 0)
 
     if spec.strategy == "RollingUpdate":
-        entry = HistoryEntry(desired.sha256, desired.variant, obs.now, obs.now, "Promoted", "RollingUpdate strategy")
+        entry = HistoryEntry(desired.sha256, desired.variant, obs.now, obs.now, "Promoted", "RollingUpdate strategy",
+                             desired.uri)
         new = RolloutState(stable=desired, rejected=state.rejected, history=(*state.history, entry)[-HISTORY_LIMIT:])
         return Plan(new, 0, (Event("Normal", "RollingUpdate", f"replacing every pod with {_short(desired)}"),))
 

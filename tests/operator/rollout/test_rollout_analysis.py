@@ -37,9 +37,3 @@ def test_baseline_then_one_verdict_per_interval() -> None:
 
     asyncio.run(run())
 
-
-def test_requeue_requests_are_taken_once() -> None:
-    analyses = Analyses()
-    analyses.requeue(("ml", "a"), 2.5)
-    assert analyses.take_requeue(("ml", "a")) == 2.5
-    assert analyses.take_requeue(("ml", "a")) is None

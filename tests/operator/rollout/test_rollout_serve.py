@@ -22,7 +22,7 @@ from tests.operator.rollout import models
 
 BODY = {"inputs": [{"name": "x", "shape": [1, 8], "datatype": "FP32", "data": [0.5] * 8}]}
 STABLE_REQUESTS, CANARY_REQUESTS = 96, 24
-ANALYSIS = Analysis.model_validate({"latencyTolerance": "2ms"})  # the slow test model is ~10 ms, not seconds
+ANALYSIS = Analysis()  # the defaults: a busy machine slows every server, so only a real regression may breach
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServeP
         "stable": models.good(root / "stable", seed=0),
         "good": models.good(root / "good", seed=1),
         "failing": models.failing(root / "failing"),
-        "slow": models.slow(root / "slow"),
+        "slow": models.slow(root / "slow", layers=256),  # ~50-100 ms a request: over 10x the stable's
         "fresh": models.good(root / "fresh", seed=2),
     }
     servers: dict[str, ServeProcess] = {}

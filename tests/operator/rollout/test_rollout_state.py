@@ -162,6 +162,8 @@ def test_state_round_trips_through_status() -> None:
     assert back == p.state
     mid = tick(STABLE_V1, 1_700_000_000).state
     assert RolloutState.from_status(mid.to_status(), mid.history_status()) == mid
+    by_uri = tick(RolloutState(stable=Revision("", "s3://m/a")), 1_700_000_000, desired=Revision("", "s3://m/b")).state
+    assert RolloutState.from_status(by_uri.to_status(), by_uri.history_status()) == by_uri
 
 
 def test_history_keeps_the_last_ten() -> None:

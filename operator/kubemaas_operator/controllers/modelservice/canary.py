@@ -25,7 +25,8 @@ from kubemaas_operator.controllers.context import Context
 from kubemaas_operator.controllers.modelservice import children
 from kubemaas_operator.controllers.modelservice.children import ServingBundle
 from kubemaas_operator.controllers.modelservice.spec import ModelServiceSpec
-from kubemaas_operator.kube import events
+from kubemaas_operator.kube import conditions, events
+from kubemaas_operator.kube.conditions import Condition
 from kubemaas_operator.kube.manifests import API_VERSION
 from kubemaas_operator.rollout import state as machine
 from kubemaas_operator.rollout.analysis import Variants
@@ -197,11 +198,36 @@ async def step_rollout(
     if new.phase in ACTIVE:
         due = ctx.analyses.next_in(key, time.monotonic())
         requeue = min(TICK_S, due) if due is not None else TICK_S
-        ctx.analyses.requeue(key, max(requeue, 0.5))
+        requeue = max(requeue, 0.5)
     status = _status(new, plan.weight, split)
     last = ctx.analyses.last(key) if new.phase in ("Progressing", "Paused") else None
     status["rollout"]["lastAnalysis"] = {"decision": last.decision, "reason": last.reason} if last else None
     return CanaryResult(stable_bundle, stable_replicas, status, requeue)
+
+
+def decorate(status: dict[str, Any], result: CanaryResult, old: Mapping[str, Any], generation: int) -> dict[str, Any]:
+    """Add this step's fields to the status ``build_status`` made: ``rollout``, ``history``, the
+    condition ``RolledBack`` (True while the newest revision is rolled back, with why), and
+    REASON ``RolledBack: <why>`` while the stable revision is Ready (a not-ready REASON wins).
+    """
+    out = {**status, **result.status}
+    rollout = result.status.get("rollout") or {}
+    phase = rollout.get("phase")
+    if phase == "RolledBack":
+        why = str(rollout.get("reason") or "")
+        kind = "Aborted" if why.startswith("aborted") else "AnalysisFailed"
+        cond = Condition("RolledBack", "True", kind, why)
+        if status.get("phase") == "Ready":
+            out["reason"], out["message"] = f"RolledBack: {why}", why
+    else:
+        cond = Condition("RolledBack", "False", "NotRolledBack", f"rollout {phase or 'Stable'}")
+    theirs = [Condition(str(c["type"]), c["status"], str(c.get("reason") or ""), str(c.get("message") or ""))
+              for c in status.get("conditions") or [] if c.get("type") != "RolledBack"]
+    merged = conditions.merge_conditions(old.get("conditions"), [*theirs, cond], generation=generation)
+    # keep build_status's own transition times for its conditions
+    by_type = {c["type"]: c for c in status.get("conditions") or []}
+    out["conditions"] = [by_type.get(c["type"], c) for c in merged]
+    return out
 
 
 def _status(st: machine.RolloutState, weight: int, split: Split | None) -> dict[str, Any]:

@@ -1,0 +1,132 @@
+"""Canary rollouts by the real operator on the kwok tier: children, status, history, Events.
+
+The control plane is real (etcd, kube-apiserver, controller-manager, scheduler) and
+``kubemaas operator`` runs as a subprocess; kwok simulates the kubelet, so pods become Ready
+without running ``kubemaas serve``. The operator cannot scrape kwok's pods, so every analysis
+interval is inconclusive here: these tests drive the outcomes through the
+``kubemaas.io/rollout`` annotation (promote / abort), as ``kubectl argo rollouts`` users do.
+The verdicts on real traffic are tested against real servers in test_rollout_serve.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.cluster.harness import ControlPlane
+from tests.operator.support import OperatorProcess, condition, get_json, poll
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+ROLLOUT = {"strategy": "Canary", "steps": [{"weight": 25, "hold": "1h"}, {"weight": 50, "hold": "1h"}]}
+
+
+def apply(plane: ControlPlane, ns: str, uri: str, rollout: dict[str, Any] = ROLLOUT) -> None:
+    doc = {"apiVersion": "kubemaas.io/v1alpha1", "kind": "ModelService", "metadata": {"name": "m"},
+           "spec": {"model": {"uri": uri}, "replicas": 4, "rollout": rollout}}
+    plane.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(doc))
+
+
+def msvc(plane: ControlPlane, ns: str) -> Any:
+    return get_json(plane, "modelservice", "m", "-n", ns)
+
+
+def rollout_in(plane: ControlPlane, ns: str, phase: str, timeout: float = 60) -> Any:
+    def reached() -> Any:
+        obj = msvc(plane, ns)
+        return obj if ((obj or {}).get("status") or {}).get("rollout", {}).get("phase") == phase else None
+
+    return poll(reached, timeout=timeout, what=f"ModelService {ns}/m rollout phase {phase}")
+
+
+def fetched(deploy: Any) -> str:
+    return str(deploy["spec"]["template"]["spec"]["initContainers"][0]["args"][1])
+
+
+def deploy(plane: ControlPlane, ns: str, name: str) -> Any:
+    return get_json(plane, "deployment", name, "-n", ns)
+
+
+def annotate(plane: ControlPlane, ns: str, command: str) -> None:
+    plane.kubectl("annotate", "msvc", "m", "-n", ns, f"kubemaas.io/rollout={command}", "--overwrite")
+
+
+def reasons(plane: ControlPlane, ns: str) -> list[str]:
+    events = get_json(plane, "events", "-n", ns, "--field-selector", "involvedObject.kind=ModelService") or {}
+    return [e["reason"] for e in events.get("items", [])]
+
+
+def start_canary(plane: ControlPlane, ns: str) -> Any:
+    apply(plane, ns, "s3://bucket/v1")
+    first = rollout_in(plane, ns, "Stable")
+    assert [(h["outcome"], h["why"]) for h in first["status"]["history"]] == [("Deployed", "first revision")]
+    poll(lambda: condition(msvc(plane, ns), "Ready")["status"] == "True", timeout=60, what="v1 Ready")  # type: ignore[index]
+    apply(plane, ns, "s3://bucket/v2")
+    return rollout_in(plane, ns, "Progressing")
+
+
+def test_canary_runs_beside_stable_and_abort_rolls_it_back(
+    control_plane: ControlPlane, operator_process: OperatorProcess, namespace: str
+) -> None:
+    ns = namespace
+    obj = start_canary(control_plane, ns)
+    st = obj["status"]["rollout"]
+    assert (st["column"], st["weight"], st["canary"]["uri"], st["stable"]["uri"]) == (
+        "canary 25%", 25, "s3://bucket/v2", "s3://bucket/v1")
+    canary = poll(lambda: deploy(control_plane, ns, "m-canary"), timeout=30, what="the canary Deployment")
+    assert (fetched(canary), canary["spec"]["replicas"]) == ("s3://bucket/v2", 1)
+    assert canary["spec"]["selector"]["matchLabels"]["kubemaas.io/track"] == "canary"
+    stable = poll(lambda: (d := deploy(control_plane, ns, "m")) and d["spec"]["replicas"] == 3 and d,
+                  timeout=30, what="stable at 3 replicas")
+    assert fetched(stable) == "s3://bucket/v1"  # stable untouched while the canary is judged
+    split = msvc(control_plane, ns)["status"]["rollout"]["split"]
+    assert (split["stable"], split["canary"], split["effectiveWeight"]) == (3, 1, 25.0)
+    table = control_plane.kubectl("get", "msvc", "m", "-n", ns).stdout.splitlines()
+    assert table[0].split()[4] == "ROLLOUT"
+    assert "canary 25%" in table[1]
+    # the Service selects both tracks: canary pods are behind it
+    svc = get_json(control_plane, "service", "m", "-n", ns)
+    assert "kubemaas.io/track" not in svc["spec"]["selector"]
+
+    annotate(control_plane, ns, "abort")
+    obj = rollout_in(control_plane, ns, "RolledBack")
+    st = obj["status"]
+    assert st["rollout"]["reason"] == "aborted by annotation kubemaas.io/rollout=abort"
+    assert st["rollout"]["column"] == "rolled back"
+    assert (st["history"][-1]["outcome"], st["history"][-1]["uri"]) == ("Aborted", "s3://bucket/v2")
+    assert condition(obj, "RolledBack")["status"] == "True"  # type: ignore[index]
+    assert "kubemaas.io/rollout" not in (obj["metadata"].get("annotations") or {})
+    poll(lambda: deploy(control_plane, ns, "m-canary")["spec"]["replicas"] == 0, timeout=30, what="canary at 0")
+    stable = poll(lambda: (d := deploy(control_plane, ns, "m")) and d["spec"]["replicas"] == 4 and d,
+                  timeout=30, what="stable back at 4 replicas")
+    assert fetched(stable) == "s3://bucket/v1"
+    assert st["model"]["uri"] == "s3://bucket/v1"
+    poll(lambda: {"CanaryStarted", "Aborted"} <= set(reasons(control_plane, ns)), timeout=30, what="Events")
+
+    # the same artifact under the same spec is not retried, even after a forced resync
+    control_plane.kubectl("annotate", "msvc", "m", "-n", ns, "touch=1")
+    obj = rollout_in(control_plane, ns, "RolledBack")
+    assert obj["status"]["rollout"]["canary"] is None if "canary" in obj["status"]["rollout"] else True
+
+
+def test_promote_full_moves_stable_to_the_canary_revision(
+    control_plane: ControlPlane, operator_process: OperatorProcess, namespace: str
+) -> None:
+    ns = namespace
+    start_canary(control_plane, ns)
+    annotate(control_plane, ns, "promote")  # skips the 1h hold of step 1
+    obj = poll(lambda: (o := msvc(control_plane, ns)) and o["status"]["rollout"]["step"] == 1 and o,
+               timeout=60, what="step 2")
+    assert obj["status"]["rollout"]["column"] == "canary 50%"
+    poll(lambda: deploy(control_plane, ns, "m-canary")["spec"]["replicas"] == 2, timeout=30, what="canary at 2")
+    annotate(control_plane, ns, "promote-full")
+    obj = rollout_in(control_plane, ns, "Stable", timeout=90)
+    st = obj["status"]
+    assert st["rollout"]["stable"]["uri"] == "s3://bucket/v2"
+    assert [h["outcome"] for h in st["history"]] == ["Deployed", "Promoted"]
+    stable = deploy(control_plane, ns, "m")
+    assert (fetched(stable), stable["spec"]["replicas"]) == ("s3://bucket/v2", 4)
+    poll(lambda: deploy(control_plane, ns, "m-canary")["spec"]["replicas"] == 0, timeout=30, what="canary at 0")
+    poll(lambda: {"Promoting", "Promoted"} <= set(reasons(control_plane, ns)), timeout=30, what="Events")
