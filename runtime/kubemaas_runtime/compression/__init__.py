@@ -8,6 +8,7 @@ Modules, one concept each:
     measure.py    size, latency p50/p95 (batch 1 and 32, interleaved), accuracy vs fp32
     select.py     the selection policy (pure)
     report.py     compression.json, the gate-failure message, the termination message
+    students.py   pruned/distilled student bundles (kubemaas students) as candidates of the table
     pipeline.py   compress(): bundle dir in, output bundle dir out
     cli.py        ``kubemaas compress``
 """
