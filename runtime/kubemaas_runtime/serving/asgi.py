@@ -39,6 +39,27 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+DEPARTURE = "kubemaas.departure"
+"""Scope key of the ``Departure`` a protocol that supports it puts in every request's scope."""
+
+
+class Departure:
+    """Tells a request's handler that its client left (set by ``BoundedHttpToolsProtocol``)."""
+
+    __slots__ = ("body_complete", "gone", "on_leave")
+
+    def __init__(self) -> None:
+        self.gone = False
+        self.body_complete = False
+        """The whole body has arrived: reading it cannot stall, so it needs no timeout."""
+        self.on_leave: Callable[[], Any] | None = None
+
+    def leave(self) -> None:
+        self.gone = True
+        if self.on_leave is not None:
+            self.on_leave()
+
+
 class BodyReader:
     """Reads one request body within the limits, holding its bytes in the shared ``ByteBudget``
     until ``release()``.
@@ -83,11 +104,17 @@ class BodyReader:
             announced = True
         else:
             announced = False
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                body = await self._receive(receive, announced)
-        except TimeoutError:
-            raise RequestTimeout(f"the request body did not arrive within body_timeout_s={self.timeout_s:g}") from None
+        departure = scope.get(DEPARTURE)
+        if departure is not None and departure.body_complete:
+            body = await self._receive(receive, announced)  # already here: no timer to arm
+        else:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    body = await self._receive(receive, announced)
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"the request body did not arrive within body_timeout_s={self.timeout_s:g}"
+                ) from None
         if encoding is None:
             return body
         return self._decode(body, encoding)
@@ -159,22 +186,23 @@ DECODERS: dict[bytes, Callable[[], Any]] = {
 }
 
 
-async def unless_gone(work: Awaitable[T], receive: Receive) -> T:
-    """Await ``work`` unless the client disconnects first; then cancel it and raise ``ClientGone``.
+async def unless_gone(work: Awaitable[T], scope: Scope) -> T:
+    """Await ``work`` unless the client leaves first; then cancel it and raise ``ClientGone``.
 
-    Call it only after the whole body was received: ``receive()`` then returns only on disconnect."""
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(receive())
+    Works where the server protocol puts a ``Departure`` in the scope (``kubemaas serve``
+    does); elsewhere ``work`` is simply awaited."""
+    departure = scope.get(DEPARTURE)
+    if departure is None:
+        return await work
+    task = asyncio.current_task()
+    assert task is not None
+    departure.on_leave = task.cancel
     try:
-        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+        return await work
     except asyncio.CancelledError:
-        task.cancel()
-        gone.cancel()
-        raise
-    if task.done():
-        gone.cancel()
-        return task.result()
-    if gone.result().get("type") != "http.disconnect":  # not a disconnect: nothing to watch for
-        return await task
-    task.cancel()
-    raise ClientGone
+        if not departure.gone:
+            raise
+        task.uncancel()
+        raise ClientGone from None
+    finally:
+        departure.on_leave = None

@@ -8,10 +8,9 @@ One model per server (and so per pod) is the design: no model repository, no mod
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from kubemaas_runtime.bundle import EVAL_SET
@@ -44,6 +43,41 @@ def batch_rows(tensors: Feeds, axis: int | None) -> int:
     if len(rows) != 1:
         raise InvalidInput(f"inputs disagree on the batch size (dimension {axis}): {sorted(rows)}")
     return int(rows.pop())
+
+
+class Admission:
+    """The context manager ``DataPlane.admission`` returns (shared: it keeps no per-request state)."""
+
+    __slots__ = ("plane",)
+
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+
+    def __enter__(self) -> None:
+        plane = self.plane
+        if not plane.ready:
+            raise Unavailable(f"model {plane.model.name!r} is not ready yet")
+        if plane.batcher.full:
+            raise plane.batcher.overloaded()
+        plane.in_flight += 1
+
+    def __exit__(self, *_: object) -> None:
+        self.plane.in_flight -= 1
+
+
+class Arrival:
+    """The context manager ``DataPlane.arrival`` returns."""
+
+    __slots__ = ("batcher",)
+
+    def __init__(self, batcher: Batcher) -> None:
+        self.batcher = batcher
+
+    def __enter__(self) -> None:
+        self.batcher.arriving()
+
+    def __exit__(self, *_: object) -> None:
+        self.batcher.arrived()
 
 
 class DataPlane:
@@ -85,6 +119,8 @@ class DataPlane:
         self.on_fatal: Callable[[str], None] | None = None
         """Called with ``fatal``; the server uses it to exit non-zero."""
         self._warmup: asyncio.Task[None] | None = None
+        self._admission = Admission(self)
+        self._arrival = Arrival(self.batcher)
         log.info("model %r: %s", model.name, self.batching_reason)
 
     # lifecycle
@@ -166,29 +202,16 @@ class DataPlane:
             )
         return model
 
-    @contextlib.asynccontextmanager
-    async def admission(self) -> AsyncIterator[None]:
-        """Admit one infer request before its body is read: 503 when not ready, draining or
-        the queue is already full. While inside, the request counts as in flight and as
-        arriving (the batcher may wait a little for it)."""
-        if not self.ready:
-            raise Unavailable(f"model {self.model.name!r} is not ready yet")
-        if self.batcher.full:
-            raise self.batcher.overloaded()
-        self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
+    def admission(self) -> Admission:
+        """``with plane.admission():`` around one infer request, entered before its body is
+        read: 503 when not ready or the queue is already full; inside, the request counts as
+        in flight. (A class, not a generator: this is on every request's path.)"""
+        return self._admission
 
-    @contextlib.contextmanager
-    def arriving(self) -> Any:
-        """Around reading and decoding a body: the batcher may hold a batch open for it."""
-        self.batcher.arriving()
-        try:
-            yield
-        finally:
-            self.batcher.arrived()
+    def arrival(self) -> Arrival:
+        """``with plane.arrival():`` around reading and decoding a body: the batcher may hold a
+        batch open for a request that is on its way in."""
+        return self._arrival
 
     async def infer(self, name: str, version: str | None, tensors: Feeds) -> BatchResult:
         """Run ``tensors`` (validated against the signature) through the model.

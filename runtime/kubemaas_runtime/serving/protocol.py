@@ -18,6 +18,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from kubemaas_runtime.serving.asgi import DEPARTURE, Departure
+
 STATUS_TEXT = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
@@ -53,6 +55,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope[DEPARTURE] = Departure()  # type: ignore[literal-required]
         self._in_head = True
         self._head_bytes = 0
         self._arm()
@@ -62,8 +65,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         super().on_headers_complete()
 
+    def on_message_complete(self) -> None:
+        departure = self.scope.get(DEPARTURE)
+        if isinstance(departure, Departure):
+            departure.body_complete = True
+        super().on_message_complete()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            departure = cycle.scope.get(DEPARTURE)
+            if isinstance(departure, Departure):
+                departure.leave()
         super().connection_lost(exc)
 
     def _head_timed_out(self) -> None:

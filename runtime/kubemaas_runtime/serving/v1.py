@@ -89,12 +89,12 @@ def register_v1_routes(router: Router, plane: DataPlane) -> None:
     async def predict(call: Call) -> Reply:
         name = call.params["name"]
         model = plane.model_for(name)
-        async with plane.admission():
+        with plane.admission():
             reader = body_reader(plane)
             try:
-                with plane.arriving():
+                with plane.arrival():
                     feeds = decode_instances(parse_json(await reader.read(call.scope, call.receive)), model)
-                result = await unless_gone(plane.infer(name, None, feeds), call.receive)
+                result = await unless_gone(plane.infer(name, None, feeds), call.scope)
             finally:
                 reader.release()
         body = encode_predictions(result.outputs, model)

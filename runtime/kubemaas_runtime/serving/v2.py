@@ -45,15 +45,15 @@ def register_v2_routes(router: Router, plane: DataPlane) -> None:
         name, version = call.params["name"], call.params.get("version")
         model = plane.model_for(name, version)
         json_length = header_length(call)
-        async with plane.admission():
+        with plane.admission():
             reader = body_reader(plane)
             try:
-                with plane.arriving():
+                with plane.arrival():
                     body = await reader.read(call.scope, call.receive)
                     started = time.perf_counter()
                     request = decode_infer(body, json_length, model)
                 decoded = time.perf_counter()
-                result = await unless_gone(plane.infer(name, version, request.inputs), call.receive)
+                result = await unless_gone(plane.infer(name, version, request.inputs), call.scope)
                 inferred = time.perf_counter()
                 payload, out_length = encode_infer(model, request, result.outputs)
                 plane.stats.codec(decoded - started, time.perf_counter() - inferred)

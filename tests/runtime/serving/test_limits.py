@@ -121,9 +121,11 @@ def test_clients_that_leave_before_their_answer_count_as_499(slow_dir: Path, tmp
     try:
         with ThreadPoolExecutor(5) as pool:
             outcomes = list(pool.map(impatient, range(5)))
-        left = outcomes.count("left")
-        assert left >= 1
-        wait_for(lambda: gauge(server, "kubemaas_requests_total", 'status="499"') == left)
+        assert outcomes.count("left") >= 1
+        infer = 'route="/v2/models/{name}/infer"'
+        wait_for(lambda: gauge(server, "kubemaas_requests_total", infer) == 5)
+        # A client may give up just as its answer is sent (counted 200); none is a 5xx.
+        assert gauge(server, "kubemaas_requests_total", 'status="499"') >= 1
         assert gauge(server, "kubemaas_requests_total", 'status="500"') == 0
     finally:
         assert server.stop() == 0
