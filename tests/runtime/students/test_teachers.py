@@ -61,8 +61,8 @@ def test_bundle_without_hyperparameters_cannot_be_rebuilt(tmp_path: Path, digits
 
 def test_students_cli_refuses_an_onnx_only_bundle_with_exit_2(tmp_path: Path) -> None:
     bundle = models.tied_bundle(tmp_path / "onnx-only")
-    done = subprocess.run(
-        [sys.executable, "-m", "kubemaas_runtime.cli", "students", "--bundle", str(bundle.path), "--output",
+    done = subprocess.run(  # a storage URI: fetched and verified first, then refused
+        [sys.executable, "-m", "kubemaas_runtime.cli", "students", "--bundle", f"file://{bundle.path}", "--output",
          str(tmp_path / "student"), "--method", "prune"],
         capture_output=True, text=True, timeout=300, check=False,
     )
