@@ -5,8 +5,9 @@ What a client sees during a canary rollout at the default ``spec.rollout`` setti
 measured on loopback with real ``kubemaas serve`` processes instead of pods: one process
 stands for the stable pods, one for the canary pods, and the load generator picks a target
 per request in proportion to the pod split of 5 replicas (what a ClusterIP Service does
-without a mesh). The controller loop here is the operator's: ``PodMetrics`` scrapes both
-processes' ``/metrics`` each interval, ``judge`` decides, ``state.step`` moves the rollout,
+without a mesh). The controller loop here is the operator's: a reconcile every 5 s (or when an
+interval falls due) scrapes both processes' ``/metrics`` through ``Analyses.measure``, which
+judges each interval (and a breach as soon as it shows), ``state.step`` moves the rollout,
 and the split follows ``Plan.weight`` at once (in a cluster, removing the canary pods from
 the Service's endpoints adds the reconcile + endpoint propagation time on top).
 
@@ -20,6 +21,7 @@ Prints a markdown table and writes it to bench/results/canary.md.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import sys
 import tempfile
@@ -33,8 +35,9 @@ sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "runtime"), str(ROOT)]
 
 import httpx  # noqa: E402
 
-from kubemaas_operator.rollout.judgement import Verdict, judge  # noqa: E402
-from kubemaas_operator.rollout.scrape import PodMetrics  # noqa: E402
+from kubemaas_operator.controllers.modelservice.canary import TICK_S  # noqa: E402
+from kubemaas_operator.rollout.analysis import Analyses, Variants  # noqa: E402
+from kubemaas_operator.rollout.judgement import Verdict  # noqa: E402
 from kubemaas_operator.rollout.spec import RolloutSpec, parse_rollout  # noqa: E402
 from kubemaas_operator.rollout.split import split_replicas  # noqa: E402
 from kubemaas_operator.rollout.state import Observation, Revision, RolloutState, step  # noqa: E402
@@ -99,20 +102,19 @@ def load(urls: dict[str, str], router: Router, stop: threading.Event, log: list[
 
 
 def control(spec: RolloutSpec, urls: dict[str, str], router: Router, deadline_s: float) -> tuple[float, RolloutState]:
-    """The operator's loop: tick each second, judge each interval; returns (finish time, state)."""
+    """The operator's loop: a reconcile every TICK_S (or when an interval falls due), each one
+    ``Analyses.measure`` + ``state.step``, as ``controllers/modelservice/canary.py`` does."""
     state = RolloutState(stable=V1)
-    stable, canary = PodMetrics(count_from_start=False), PodMetrics(count_from_start=True)
-    stable.interval({"s": f"{urls['stable']}/metrics"})
+    analyses, key = Analyses(), ("bench", "m")
+    pods = Variants(stable={"s": f"{urls['stable']}/metrics"}, canary={"c": f"{urls['canary']}/metrics"})
     start = time.monotonic()
-    next_analysis = start + spec.analysis.interval_s
     while time.monotonic() - start < deadline_s:
         now = time.monotonic()
         verdict: Verdict | None = None
-        if now >= next_analysis:
-            next_analysis += spec.analysis.interval_s
-            verdict = judge(canary.interval({"c": f"{urls['canary']}/metrics"}).traffic,
-                            stable.interval({"s": f"{urls['stable']}/metrics"}).traffic, spec.analysis)
-            print(f"  t={now - start:5.1f}s {verdict.decision}: {verdict.reason}", flush=True)
+        if state.phase in ("Progressing", "Paused"):
+            verdict = asyncio.run(analyses.measure(key, V2.identity, pods, spec.analysis, now))
+            if verdict is not None:
+                print(f"  t={now - start:5.1f}s {verdict.decision}: {verdict.reason}", flush=True)
         plan = step(state, spec, Observation(now, V2, "spec-1", canary_ready=True,
                                              stable_current=state.phase == "Promoting", verdict=verdict))
         state = plan.state
@@ -124,7 +126,8 @@ def control(spec: RolloutSpec, urls: dict[str, str], router: Router, deadline_s:
             print(f"  t={now - start:5.1f}s event {e.type} {e.reason}: {e.message}", flush=True)
         if state.phase in ("Stable", "RolledBack"):
             return now, state
-        time.sleep(max(0.0, min(1.0, next_analysis - time.monotonic())))
+        due = analyses.next_in(key, time.monotonic())
+        time.sleep(min(TICK_S, due) if due is not None else 0.2)
     return time.monotonic(), state
 
 

@@ -3,9 +3,9 @@ pods and when the next interval falls due. One ``Analyses`` per operator (in the
 ``Context``), so nothing is module-global.
 
 Each reconcile of a ModelService with a canary calls ``measure``: the first call for a canary
-revision takes the stable pods' baseline; every ``interval`` after that it scrapes both
-variants (or asks Prometheus), judges the interval and returns the Verdict. ``next_in`` says
-when to reconcile again. The state (baselines) is lost on an operator restart, which only
+revision takes the stable pods' baseline; later calls scrape both variants and add up their
+traffic; every ``interval`` the sum is judged and the Verdict returned (a breach is returned as
+soon as the sum shows it). ``next_in`` says when the next interval is due. The state (baselines) is lost on an operator restart, which only
 delays the next verdict by one interval.
 """
 
@@ -31,6 +31,9 @@ class _Run:
     canary: PodMetrics
     last: Verdict | None = None
     errors: dict[str, str] = field(default_factory=dict)
+    canary_sum: Snapshot = field(default_factory=Snapshot)
+    """Canary traffic since the last verdict (the deltas of every scrape added up)."""
+    stable_sum: Snapshot = field(default_factory=Snapshot)
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,17 @@ class Analyses:
         return None if run is None else run.last
 
     async def measure(self, key: Key, identity: str, pods: Variants, analysis: Analysis, now: float) -> Verdict | None:
-        """The verdict of the interval that ended, when one is due; None otherwise.
+        """The verdict of the interval that ended when one is due, an early rollback, or None.
 
         ``identity`` is the canary revision: a new one starts a new analysis (fresh baselines).
-        Scrapes run in a thread (the HTTP client is blocking); an unreachable pod is skipped and
-        counts as no traffic, so it can only make the interval inconclusive.
+        Pods are scraped on every call (every reconcile) and their deltas added up since the last
+        verdict, so a pod that goes away mid-interval still counts. Between due times the sum so
+        far is judged too, and only an error-rate rollback is acted on early: a canary failing
+        every request is removed within one reconcile tick once it has answered ``minRequests``,
+        while latency (a p95 of a few dozen requests is noise) and promotion wait for whole
+        intervals. Scrapes run in a thread (the HTTP client is
+        blocking); an unreachable pod counts as no traffic, so it can only make an interval
+        inconclusive. With ``prometheusUrl`` Prometheus is asked once per due interval instead.
         """
         run = self._runs.get(key)
         if run is None or run.identity != identity:
@@ -80,10 +89,11 @@ class Analyses:
             if analysis.prometheus_url is None:
                 await asyncio.to_thread(run.stable.interval, pods.stable)
             return None
-        if now < run.next_due:
-            return None
-        run.next_due = max(run.next_due + analysis.interval_s, now + analysis.interval_s / 2)
+        due = now >= run.next_due
         if analysis.prometheus_url is not None:
+            if not due:
+                return None
+            run.next_due = max(run.next_due + analysis.interval_s, now + analysis.interval_s / 2)
             source = PrometheusSource(analysis.prometheus_url)
             try:
                 canary, stable = await asyncio.gather(
@@ -93,10 +103,16 @@ class Analyses:
             except ScrapeError as exc:
                 run.last = Verdict("inconclusive", f"cannot read the interval from Prometheus: {exc}")
                 return run.last
-            run.errors = {}
-        else:
-            c, s = await asyncio.gather(asyncio.to_thread(run.canary.interval, pods.canary),
-                                        asyncio.to_thread(run.stable.interval, pods.stable))
-            canary, stable, run.errors = c.traffic, s.traffic, {**c.errors, **s.errors}
-        run.last = judge(canary, stable, analysis)
-        return run.last
+            run.last = judge(canary, stable, analysis)
+            return run.last
+        c, s = await asyncio.gather(asyncio.to_thread(run.canary.interval, pods.canary),
+                                    asyncio.to_thread(run.stable.interval, pods.stable))
+        run.errors = {**c.errors, **s.errors}
+        run.canary_sum, run.stable_sum = run.canary_sum + c.traffic, run.stable_sum + s.traffic
+        verdict = judge(run.canary_sum, run.stable_sum, analysis)
+        if not due and not (verdict.decision == "rollback" and verdict.cause in ("errors", "client-errors")):
+            return None
+        run.next_due = max(run.next_due + analysis.interval_s, now + analysis.interval_s / 2)
+        run.canary_sum, run.stable_sum = Snapshot(), Snapshot()
+        run.last = verdict
+        return verdict

@@ -35,6 +35,8 @@ class Verdict:
     decision: Decision
     reason: str
     numbers: dict[str, float] = field(default_factory=dict)
+    cause: Literal["errors", "client-errors", "latency", ""] = ""
+    """What breached, for a rollback."""
 
 
 def _rate(part: float, whole: float) -> float:
@@ -75,7 +77,8 @@ def judge(canary: Snapshot, stable: Snapshot, analysis: Analysis) -> Verdict:
     numbers |= {"canary_error_rate": c_err, "stable_error_rate": s_err}
     if c_err > analysis.max_error_rate and c_err > s_err:
         return Verdict("rollback", f"canary error rate {c_err:.2f} > {analysis.max_error_rate:g} over "
-                       f"{canary.requests:.0f} requests (stable {s_err:.2f} over {stable.requests:.0f})", numbers)
+                       f"{canary.requests:.0f} requests (stable {s_err:.2f} over {stable.requests:.0f})", numbers,
+                       "errors")
 
     if stable.requests > 0:
         c_4xx, s_4xx = _rate(canary.client_errors, canary.requests), _rate(stable.client_errors, stable.requests)
@@ -83,7 +86,8 @@ def judge(canary: Snapshot, stable: Snapshot, analysis: Analysis) -> Verdict:
         if c_4xx - s_4xx > analysis.max_error_rate:
             return Verdict("rollback", f"canary rejects requests stable accepts: 4xx rate {c_4xx:.2f} vs "
                            f"stable {s_4xx:.2f} over {canary.requests:.0f} requests "
-                           f"(difference > maxErrorRate {analysis.max_error_rate:g})", numbers)
+                           f"(difference > maxErrorRate {analysis.max_error_rate:g})", numbers,
+                           "client-errors")
 
     checks: tuple[tuple[str, Histogram, Histogram], ...]
     if canary.ttft.count > 0:
@@ -93,7 +97,7 @@ def judge(canary: Snapshot, stable: Snapshot, analysis: Analysis) -> Verdict:
     for name, c_hist, s_hist in checks:
         breach = _latency_breach(name, c_hist, s_hist, analysis, numbers)
         if breach:
-            return Verdict("rollback", breach, numbers)
+            return Verdict("rollback", breach, numbers, "latency")
 
     return Verdict("continue", f"canary passed: error rate {c_err:.2f} over {canary.requests:.0f} requests "
                    f"(stable {s_err:.2f} over {stable.requests:.0f})", numbers)

@@ -35,6 +35,7 @@ def test_error_rate_breach_rolls_back_with_the_numbers() -> None:
     assert v.decision == "rollback"
     assert v.reason == "canary error rate 0.31 > 0.01 over 412 requests (stable 0.00 over 1650)"
     assert v.numbers["canary_error_rate"] == pytest.approx(128 / 412)
+    assert v.cause == "errors"
 
 
 def test_errors_no_worse_than_stable_do_not_roll_back() -> None:
@@ -52,6 +53,7 @@ def test_canary_that_rejects_inputs_stable_accepts_rolls_back() -> None:
     v = judge(Snapshot(100, 0, 100, fast(100)), Snapshot(400, 0, 4, fast(400)), ANALYSIS)
     assert v.decision == "rollback"
     assert v.reason.startswith("canary rejects requests stable accepts: 4xx rate 1.00 vs stable 0.01")
+    assert v.cause == "client-errors"
 
 
 def test_client_errors_at_stable_rate_pass() -> None:
@@ -68,6 +70,7 @@ def test_slow_canary_rolls_back_on_p95_ratio() -> None:
     assert v.numbers["stable_latency_p95_s"] == pytest.approx(0.019)
     assert v.reason == ("canary p95 latency 0.485s is 25.5x stable's 0.019s > maxLatencyRatio 2 "
                         "over 100 requests")
+    assert v.cause == "latency"
 
 
 def test_large_ratio_within_the_absolute_tolerance_passes() -> None:
