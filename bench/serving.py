@@ -358,6 +358,69 @@ def batch_cap(metrics_url: str) -> int:
     return int(float(match.group(1))) if match else -1
 
 
+def rss_mib(pid: int, key: str = "VmRSS") -> float:
+    """A process's resident set (``VmRSS``) or its peak (``VmHWM``) in MiB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@dataclass
+class Burst:
+    clients: int
+    body_mib: float
+    rss_before: float
+    rss_peak: float
+    statuses: dict[int, int]
+
+
+def burst_rss(model_dir: Path, clients: int = 256, body_mib: float = 4.0) -> Burst:
+    """RSS of a server (max_queue 8, default buffered-bytes bound) while ``clients`` connections
+    each send a ``body_mib`` MiB body at once (issue 10, fault 8: memory must follow the admitted
+    work, not the number of connections)."""
+    import asyncio
+
+    port = free_port()
+    env = {**os.environ, "KUBEMAAS_MAX_QUEUE": "8", "KUBEMAAS_LOG_LEVEL": "warning", "KUBEMAAS_BATCH_AXIS": "0"}
+    proc = subprocess.Popen(
+        pinned([sys.executable, "-m", "kubemaas_runtime.cli", "serve", "--model-dir", str(model_dir),
+                "--name", "m", "--host", "127.0.0.1", "--port", str(port)]), env=env,
+    )
+    body = b" " * int(body_mib * 1024 * 1024)
+    head = b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+
+    async def one() -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(head % len(body))
+            writer.write(body)
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass  # answered early (503) and closed while we were still sending
+        try:
+            status = int((await reader.readline()).split()[1])
+        except (ConnectionError, OSError, IndexError, ValueError):
+            status = 0
+        writer.close()
+        return status
+
+    async def all_at_once() -> list[int]:
+        return await asyncio.gather(*(one() for _ in range(clients)))
+
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc)
+        before = rss_mib(proc.pid)
+        statuses = asyncio.run(all_at_once())
+        peak = rss_mib(proc.pid, "VmHWM")
+    finally:
+        stop(proc)
+    counts: dict[int, int] = {}
+    for code in statuses:
+        counts[code] = counts.get(code, 0) + 1
+    return Burst(clients, body_mib, before, peak, counts)
+
+
 @dataclass
 class Row:
     model: str
@@ -452,7 +515,15 @@ def main(argv: list[str] | None = None) -> int:
             for proc in procs:
                 stop(proc)
 
+    burst = burst_rss(models["mlp"][0]) if "mlp" in models else None
     table = render(rows, ort_results, caps, use_wrk, time.monotonic() - started, (load_before, os.getloadavg()[0]))
+    if burst is not None:
+        table += (
+            f"\nMemory under a burst (MLP server, max_queue 8, max_buffered_bytes 64 MiB): {burst.clients} "
+            f"connections sending {burst.body_mib:.0f} MiB bodies at once took RSS from {burst.rss_before:.0f} MiB to a "
+            f"peak of {burst.rss_peak:.0f} MiB; answers by status: {dict(sorted(burst.statuses.items()))} "
+            "(400: admitted and read, not JSON; 503: refused before the body was read).\n"
+        )
     print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(table)
