@@ -128,12 +128,15 @@ def build_students(bundle_dir: Path, methods: Sequence[str], scratch: Path) -> d
         return {}
     try:
         from kubemaas_runtime.training.errors import TrainingError
+        from kubemaas_runtime.training.settings import TrainingSettings
         from kubemaas_runtime.training.students.build import make_default_students
     except ImportError as exc:
         raise ValueError(
             f"--methods {','.join(wanted)}: students need torch; run kubemaas compress in the training image ({exc})"
         ) from exc
     try:
-        return make_default_students(bundle_dir, wanted, scratch)  # type: ignore[arg-type]
+        # the pod's termination message is compress's to write, not the students' training runs'
+        settings = TrainingSettings(termination_log=scratch / "student-termination-log")
+        return make_default_students(bundle_dir, wanted, scratch, settings)  # type: ignore[arg-type]
     except TrainingError as exc:
         raise ValueError(f"--methods {','.join(wanted)}: {exc}") from exc

@@ -89,12 +89,15 @@ def test_compress_methods_makes_default_students_in_the_pod(tmp_path: Path, sequ
         [sys.executable, "-m", "kubemaas_runtime.cli", "compress", "--bundle", str(sequence_teacher.path),
          "--output", str(tmp_path / "out"), "--max-accuracy-drop", "0.05", "--latency-runs", "3",
          "--methods", "prune,distill"],
-        capture_output=True, text=True, timeout=600, check=False, env={**os.environ, "KUBEMAAS_THREADS": "1"},
+        capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "KUBEMAAS_THREADS": "1", "KUBEMAAS_TERMINATION_LOG": str(tmp_path / "termination-log")},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "compression.json").read_text())
     assert [v["name"] for v in report["variants"]] == ["fp32", "pruned", "distilled"]
     assert report["evalRows"] == 400
+    message = json.loads((tmp_path / "termination-log").read_text())
+    assert [v["name"] for v in message["variants"]] == ["fp32", "pruned", "distilled"]  # compress's, not a student's
 
 
 def test_compress_methods_refuses_a_bundle_that_cannot_be_rebuilt(tmp_path: Path) -> None:
