@@ -106,21 +106,16 @@ def perplexity(decoder: Decoder, ids: np.ndarray, window: int) -> float:
     return math.exp(nll / max(count, 1))
 
 
-def speed(decoder: Decoder, prompt: list[int], tokens: int, runs: int) -> tuple[float, float]:
-    """(median time to first token in ms, median decode tokens/s) at batch 1."""
-    ttfts, rates = [], []
-    for _ in range(runs):
-        start = time.perf_counter()
-        token = int(np.argmax(decoder.prefill(0, prompt)))
-        first = time.perf_counter()
-        length = len(prompt)
-        for _ in range(tokens):
-            token = int(np.argmax(decoder.decode([token], [length])[0]))
-            length += 1
-        end = time.perf_counter()
-        ttfts.append((first - start) * 1000)
-        rates.append(tokens / (end - first))
-    return float(np.median(ttfts)), float(np.median(rates))
+def speed(decoder: Decoder, prompt: list[int], tokens: int) -> tuple[float, float]:
+    """(time to first token in ms, decode tokens/s) of one greedy generation at batch 1."""
+    start = time.perf_counter()
+    token = int(np.argmax(decoder.prefill(0, prompt)))
+    first = time.perf_counter()
+    length = len(prompt)
+    for _ in range(tokens):
+        token = int(np.argmax(decoder.decode([token], [length])[0]))
+        length += 1
+    return (first - start) * 1000, tokens / (time.perf_counter() - first)
 
 
 def compress_textgen(
@@ -159,13 +154,20 @@ def compress_textgen(
         quantize(source.path / shape.filename, folder / shape.filename, BITS[name])
         folders[name] = folder
 
+    decoders = {name: Decoder(folders[name], shape, slots=1, intra_op_threads=threads) for name in names}
+    timings: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for name in names:
+        speed(decoders[name], prompt, 4)  # warm-up
+    for _ in range(runs):  # round by round, so load changes on the machine hit every variant alike
+        for name in names:
+            timings[name].append(speed(decoders[name], prompt, decode_tokens))
     results: list[TextgenMeasurement] = []
     baseline = 0.0
     for name in names:
-        decoder = Decoder(folders[name], shape, slots=1, intra_op_threads=threads)
-        ppl = perplexity(decoder, ids, window)
+        ppl = perplexity(decoders[name], ids, window)
         baseline = baseline or ppl
-        ttft, rate = speed(decoder, prompt, decode_tokens, runs)
+        ttft = float(np.median([t for t, _ in timings[name]]))
+        rate = float(np.median([r for _, r in timings[name]]))
         increase = ppl / baseline - 1.0
         size = sum(p.stat().st_size for p in decoder_files(folders[name], shape.filename))
         results.append(TextgenMeasurement(name, size, ppl, increase, ttft, rate, increase <= max_perplexity_increase))

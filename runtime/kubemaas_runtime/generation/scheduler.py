@@ -8,8 +8,10 @@ to finish (Orca's iteration-level scheduling; vLLM's continuous batching). The w
 bounded: ``submit`` raises ``QueueFull`` beyond ``max_waiting`` (the server answers 503 with
 Retry-After).
 
-Tokens reach the asyncio side through ``Sink`` callbacks the caller provides (typically
-``loop.call_soon_threadsafe`` into an ``asyncio.Queue``), so the event loop never blocks on ORT.
+Deltas reach the asyncio side in one batch per iteration: the scheduler hands the list of
+``(sink, delta)`` pairs to ``deliver`` (the service makes that one ``loop.call_soon_threadsafe``
+that runs every sink, an ``asyncio.Queue.put_nowait``), so the event loop wakes once per decode
+step rather than once per sequence, and never blocks on ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -47,7 +49,15 @@ class Delta:
 
 
 Sink = Callable[[Delta], None]
-"""Called from the scheduler thread; must not block (hand the delta to the event loop)."""
+"""Runs wherever ``deliver`` runs it (the event loop); must not block."""
+Deliver = Callable[[list[tuple[Sink, Delta]]], None]
+"""Called from the scheduler thread once per iteration with that iteration's deltas."""
+
+
+def deliver_now(batch: list[tuple[Sink, Delta]]) -> None:
+    """Run every sink in the calling thread (tests, benchmarks without an event loop)."""
+    for sink, delta in batch:
+        sink(delta)
 
 
 _ids = itertools.count()
@@ -86,7 +96,13 @@ class Scheduler:
     """The decode loop; ``start()`` it, ``submit()`` sequences from any thread, ``stop()`` at shutdown."""
 
     def __init__(
-        self, decoder: Decoder, tokenizer: TextTokenizer, metrics: GenerationMetrics, *, max_waiting: int
+        self,
+        decoder: Decoder,
+        tokenizer: TextTokenizer,
+        metrics: GenerationMetrics,
+        *,
+        max_waiting: int,
+        deliver: Deliver = deliver_now,
     ) -> None:
         self.decoder = decoder
         self.tokenizer = tokenizer
@@ -98,6 +114,8 @@ class Scheduler:
         self.stopping = False
         self.thread: threading.Thread | None = None
         self.steps = 0
+        self.deliver = deliver
+        self.outbox: list[tuple[Sink, Delta]] = []
 
     # -- any thread ------------------------------------------------------------------------------
     def new_sequence(self, prompt: list[int], params: SamplingParams, sink: Sink, eos: frozenset[int]) -> Sequence:
@@ -142,11 +160,23 @@ class Scheduler:
                 self._iteration(admitted)
             except Exception as exc:  # fail every sequence in flight, keep serving new ones
                 log.exception("decode step failed")
-                for seq in [*self.running, *admitted]:
-                    seq.sink(Delta("", len(seq.output), "error", error=f"{type(exc).__name__}: {exc}"))
+                for seq in {*self.running, *admitted}:
+                    if seq.finished is None:
+                        seq.finished = "error"
+                        self._send(seq, Delta("", len(seq.output), "error", error=f"{type(exc).__name__}: {exc}"))
                 self.running.clear()
+            self._flush()
         for seq in [*self.running, *self.waiting]:
-            seq.sink(Delta("", len(seq.output), "abort", error="the server is shutting down"))
+            self._send(seq, Delta("", len(seq.output), "abort", error="the server is shutting down"))
+        self._flush()
+
+    def _send(self, seq: Sequence, delta: Delta) -> None:
+        self.outbox.append((seq.sink, delta))
+
+    def _flush(self) -> None:
+        if self.outbox:
+            batch, self.outbox = self.outbox, []
+            self.deliver(batch)
 
     def _take_waiting(self) -> list[Sequence]:
         free = self.decoder.slots - len(self.running)
@@ -216,7 +246,7 @@ class Scheduler:
             seq.finished = finish
             self.metrics.finished.labels(self.metrics.model, finish).inc()
             self.metrics.e2e.observe(now - seq.arrival)
-        seq.sink(Delta(delta, len(seq.output), finish))
+        self._send(seq, Delta(delta, len(seq.output), finish))
 
     def _retire(self) -> None:
         """Remove finished or cancelled sequences, keeping the running ones in slots 0..B-1."""

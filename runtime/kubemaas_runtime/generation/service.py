@@ -23,7 +23,7 @@ from kubemaas_runtime.generation.folder import read_genai_config
 from kubemaas_runtime.generation.metrics import GenerationMetrics
 from kubemaas_runtime.generation.providers import choose_providers
 from kubemaas_runtime.generation.sampling import SamplingParams
-from kubemaas_runtime.generation.scheduler import Delta, QueueFull, Scheduler, Sequence
+from kubemaas_runtime.generation.scheduler import Delta, QueueFull, Scheduler, Sequence, Sink
 from kubemaas_runtime.generation.settings import GenerationSettings
 from kubemaas_runtime.generation.tokenizer import TextTokenizer
 
@@ -70,6 +70,7 @@ class GenerationService:
         self.eos = frozenset(self.spec.eos_token_ids)
         self.metrics = GenerationMetrics(name)
         self.scheduler = Scheduler(self.decoder, self.tokenizer, self.metrics, max_waiting=settings.max_waiting)
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.ready = False
         self.draining = False
         self.in_flight = 0
@@ -80,10 +81,27 @@ class GenerationService:
         return self.decoder.context_length
 
     def start(self) -> None:
-        self.decoder.prefill(0, [0])  # warm-up, before the scheduler thread owns the decoder
+        """Warm up, then start the decode thread; call from the event loop that serves requests."""
+        loop = self.loop = asyncio.get_running_loop()
+
+        def deliver(batch: list[tuple[Sink, Delta]]) -> None:
+            loop.call_soon_threadsafe(_run_sinks, batch)
+
+        self.scheduler.deliver = deliver
+        self.warm_up()
         sys.setswitchinterval(self.settings.switch_interval_s)
         self.scheduler.start()
         self.ready = True
+
+    def warm_up(self) -> None:
+        """First runs allocate ONNX Runtime's buffers: prefill a short prompt, decode at every batch width."""
+        prompt = list(range(min(16, self.context_length - 2)))
+        for slot in range(self.decoder.slots):
+            self.decoder.prefill(slot, prompt)
+        width = 1
+        while width <= self.decoder.slots:
+            self.decoder.decode([0] * width, [len(prompt)] * width)
+            width *= 2
 
     def stop(self) -> None:
         self.ready = False
@@ -120,13 +138,8 @@ class GenerationService:
         Leaving the iteration before the last delta (client disconnect) cancels the sequence, which
         then leaves the running batch at the next step.
         """
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Delta] = asyncio.Queue()
-
-        def sink(delta: Delta) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, delta)
-
-        seq: Sequence = self.scheduler.new_sequence(prepared.prompt, prepared.params, sink, self.eos)
+        seq: Sequence = self.scheduler.new_sequence(prepared.prompt, prepared.params, queue.put_nowait, self.eos)
         self.scheduler.submit(seq)
         return self._deltas(seq, queue)
 
@@ -140,6 +153,11 @@ class GenerationService:
         finally:
             if seq.finished is None:
                 self.scheduler.cancel(seq)
+
+
+def _run_sinks(batch: list[tuple[Sink, Delta]]) -> None:
+    for sink, delta in batch:
+        sink(delta)
 
 
 def load_service(settings: GenerationSettings) -> GenerationService:

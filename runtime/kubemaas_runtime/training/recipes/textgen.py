@@ -48,13 +48,13 @@ EVAL_TEXT = "eval.txt"
 class TextgenParams(RecipeParams):
     vocab: int = Field(default=2048, ge=300, le=65_536)
     """BPE vocabulary size including the 256 byte tokens and the special tokens."""
-    hidden: int = Field(default=192, ge=16, le=8192)
+    hidden: int = Field(default=128, ge=16, le=8192)
     layers: int = Field(default=4, ge=1, le=64)
     heads: int = Field(default=4, ge=1, le=128)
     kv_heads: int = Field(default=4, ge=1, le=128)
     """Key-value heads (grouped-query attention when fewer than ``heads``)."""
-    ff: int = Field(default=512, ge=16, le=32_768)
-    seq_len: int = Field(default=128, ge=8, le=8192)
+    ff: int = Field(default=384, ge=16, le=32_768)
+    seq_len: int = Field(default=64, ge=8, le=8192)
     """Training window in tokens."""
     context: int = Field(default=512, ge=16, le=131_072)
     """Longest sequence the exported model serves (prompt + output): max_position_embeddings."""
@@ -200,9 +200,11 @@ class TokenEvaluation:
 
 class TextgenRecipe:
     name = "textgen"
-    epochs = 6
-    batch_size = 16
-    lr = 3e-3
+    epochs = 2
+    batch_size = 8
+    lr = 6e-3
+    # Demo size (~1.6M parameters): one epoch is ~1,800 windows of 64 tokens; on 2 cores two epochs
+    # take about a minute and reach held-out perplexity about half the unigram baseline.
     input_name = "input_ids"
     output_name = "logits"
 
