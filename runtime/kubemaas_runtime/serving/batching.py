@@ -147,12 +147,14 @@ class Batcher:
         )
 
     async def start(self) -> None:
+        """Create the queue, the inference thread and the worker task in the running loop."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kubemaas-ort")
         self._worker = self._loop.create_task(self._work(), name="kubemaas-batcher")
 
     async def stop(self) -> None:
+        """Stop the worker, answer 503 to whatever is still queued, and join the inference thread."""
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

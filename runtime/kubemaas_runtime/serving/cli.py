@@ -33,6 +33,7 @@ def report_failure(message: str, termination_log: Path | str = TERMINATION_LOG) 
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """The ``serve`` flags; each overrides its ``KUBEMAAS_*`` setting when given."""
     parser.add_argument("--model-dir", dest="model_dir", help="bundle directory or one holding model.onnx")
     parser.add_argument("--name", dest="model_name", help="served model name (default: manifest name, else directory name)")
     parser.add_argument("--host", help="listen address (default 0.0.0.0)")
@@ -58,6 +59,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Load the model and serve until SIGTERM: 0 after a clean drain, 1 when the model cannot be
+    served, 2 for invalid settings. Text-generation bundles go to the generation server."""
     from kubemaas_runtime.generation.serve_cli import is_text_generation
     from kubemaas_runtime.generation.serve_cli import run as run_text_generation
 

@@ -29,12 +29,14 @@ and that this server does not implement: refused with 400 rather than silently i
 
 @dataclass
 class RequestedOutput:
+    """One entry of ``outputs`` (or every output when none is named) and whether it is sent binary."""
     name: str
     binary: bool
 
 
 @dataclass
 class InferRequest:
+    """A decoded v2 request: inputs in the model's order, as numpy arrays of their declared shapes."""
     id: str | None
     inputs: dict[str, np.ndarray]
     outputs: list[RequestedOutput]

@@ -126,11 +126,13 @@ class DataPlane:
     # lifecycle
 
     async def start(self) -> None:
+        """Start the batcher and warm up in the background (readiness follows the warm-up)."""
         await self.batcher.start()
         # Warm up in the background so liveness answers while the first inference runs.
         self._warmup = asyncio.get_running_loop().create_task(self._warm_up(), name="kubemaas-warmup")
 
     async def stop(self) -> None:
+        """Not ready any more; stop the warm-up and the batcher."""
         self.ready = False
         if self._warmup is not None and not self._warmup.done():
             self._warmup.cancel()
@@ -187,6 +189,7 @@ class DataPlane:
         log.warning("model %r: %s", self.model.name, message)
 
     def is_ready(self) -> bool:
+        """Loaded, warmed up and not draining."""
         return self.ready and not self.draining
 
     # the request path
@@ -234,6 +237,7 @@ class DataPlane:
     # descriptions
 
     def server_metadata(self) -> dict[str, Any]:
+        """The v2 server metadata object."""
         return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}
 
     def batching_parameters(self) -> dict[str, Any]:

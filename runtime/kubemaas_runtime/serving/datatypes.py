@@ -45,6 +45,7 @@ INTEGER_KINDS = frozenset("iub")
 
 
 def v2_from_ort(ort_type: str, where: str) -> str:
+    """The v2 datatype of an ONNX Runtime type string; raises ``ValueError`` naming ``where``."""
     try:
         return ORT_TO_V2[ort_type]
     except KeyError:
@@ -52,6 +53,7 @@ def v2_from_ort(ort_type: str, where: str) -> str:
 
 
 def v2_from_numpy(dtype: np.dtype[Any]) -> str:
+    """The v2 datatype of a numpy dtype; raises ``ValueError`` when there is none."""
     for name, candidate in V2_TO_NUMPY.items():
         if candidate == dtype:
             return name

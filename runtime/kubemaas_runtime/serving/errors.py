@@ -39,6 +39,7 @@ class NotFound(ServingError):
 
 
 class MethodNotAllowed(ServingError):
+    """The path exists for another method."""
     status_code = 405
 
 
@@ -49,10 +50,12 @@ class RequestTimeout(ServingError):
 
 
 class PayloadTooLarge(ServingError):
+    """The body (or the decoded body) is over ``max_body_bytes``."""
     status_code = 413
 
 
 class UnsupportedMediaType(ServingError):
+    """A Content-Encoding this server does not decode."""
     status_code = 415
 
 
@@ -69,6 +72,7 @@ class Unavailable(ServingError):
 
 
 class Overloaded(Unavailable):
+    """The queue or the buffered-bytes bound is full: 503 with ``Retry-After``."""
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message, {"retry-after": str(retry_after_s)})
 

@@ -54,6 +54,7 @@ class Metrics:
         self._histograms: dict[str, Histogram] = {}
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
+        """Count one answered request (``status`` 499 for a client that left) and its latency."""
         # labels() takes a lock and builds a tuple; cache the children on the hot path.
         counter = self._counters.get((route, status))
         if counter is None:
@@ -80,4 +81,5 @@ class Metrics:
         self.max_batch_rows.set_function(rows)
 
     def render(self) -> bytes:
+        """The Prometheus text exposition of this registry."""
         return generate_latest(self.registry)

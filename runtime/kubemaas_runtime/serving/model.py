@@ -124,10 +124,12 @@ class OnnxModel:
 
     @property
     def inputs(self) -> list[Tensor]:
+        """The signature's inputs."""
         return self.signature.inputs
 
     @property
     def outputs(self) -> list[Tensor]:
+        """The signature's outputs."""
         return self.signature.outputs
 
     def run(self, feeds: Feeds) -> tuple[Feeds, float]:

@@ -108,6 +108,7 @@ class Router:
 
     @property
     def templates(self) -> list[str]:
+        """Every registered template, in registration order."""
         return list(self._routes)
 
     def match(self, method: str, path: str) -> tuple[str, Endpoint, dict[str, str]]:

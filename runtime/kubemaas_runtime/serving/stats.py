@@ -20,10 +20,12 @@ class Duration:
     ns: int = 0
 
     def add(self, seconds: float) -> None:
+        """Count one more, lasting ``seconds``."""
         self.count += 1
         self.ns += int(seconds * 1e9)
 
     def as_dict(self) -> dict[str, int]:
+        """``{"count", "ns"}``."""
         return {"count": self.count, "ns": self.ns}
 
 
@@ -56,6 +58,7 @@ class ModelStats:
         self.last_inference_ms = int(time.time() * 1000)
 
     def failed(self, seconds: float) -> None:
+        """One request that failed after ``seconds``."""
         self.fail.add(seconds)
         self.last_inference_ms = int(time.time() * 1000)
 

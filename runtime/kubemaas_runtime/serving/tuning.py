@@ -34,6 +34,7 @@ DEFAULT_TOLERANCE = 0.05
 
 @dataclass
 class Tuning:
+    """What the warm-up measured and chose."""
     chosen: int
     rates: dict[int, float]
     """Rows per second by batch size (fastest run of each size)."""

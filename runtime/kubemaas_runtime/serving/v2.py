@@ -34,6 +34,7 @@ def header_length(call: Call) -> int | None:
 
 
 def body_reader(plane: DataPlane) -> BodyReader:
+    """A reader bound by the plane's body limit, buffered-bytes budget and body timeout."""
     settings = plane.settings
     return BodyReader(plane.buffered, settings.max_body_bytes, settings.body_timeout_s)
 
