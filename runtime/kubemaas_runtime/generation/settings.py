@@ -18,5 +18,6 @@ class GenerationSettings(ServingSettings):
     """max_tokens when a request gives none (capped by what the context leaves after the prompt)."""
     provider: Literal["auto", "cpu", "cuda"] = "auto"
     """ONNX Runtime execution provider: auto uses CUDA when a GPU is visible and the CUDA provider installed."""
-    switch_interval_s: float = Field(default=0.0005, gt=0.0)
-    """``sys.setswitchinterval`` while serving: how soon the decode thread and the event loop hand over the GIL."""
+    switch_interval_s: float = Field(default=0.005, gt=0.0)
+    """``sys.setswitchinterval`` while serving: how soon the decode thread and the event loop hand over the
+    GIL. bench/generation.py measured 0.5 ms against Python's default 5 ms: 5 ms gave more tokens/s at c=32."""
