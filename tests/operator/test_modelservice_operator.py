@@ -106,8 +106,8 @@ def test_example_becomes_ready_with_the_url_in_kubectl_get(
     assert obj["status"]["url"] == url
     assert (obj["status"]["readyReplicas"], obj["status"]["phase"]) == (2, "Ready")
     table = control_plane.kubectl("get", "msvc", "-n", namespace).stdout.splitlines()
-    assert table[0].split()[:6] == ["NAME", "READY", "URL", "VARIANT", "REPLICAS", "REASON"]
-    assert table[1].split()[:5] == [name, "True", url, "none", "2"]
+    assert table[0].split()[:7] == ["NAME", "READY", "URL", "VARIANT", "ROLLOUT", "REPLICAS", "REASON"]
+    assert table[1].split()[:6] == [name, "True", url, "none", "stable", "2"]
 
 
 def test_spec_change_rolls_out_and_scale_works(

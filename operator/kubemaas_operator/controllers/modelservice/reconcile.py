@@ -18,6 +18,7 @@ from kubemaas_operator.controllers.context import Context
 from kubemaas_operator.controllers.modelservice import children
 from kubemaas_operator.controllers.modelservice import compression as jobs
 from kubemaas_operator.controllers.modelservice.artifact import resolve_artifact
+from kubemaas_operator.controllers.modelservice.canary import decorate, step_rollout
 from kubemaas_operator.controllers.modelservice.compress import CompressionResult, compress
 from kubemaas_operator.controllers.modelservice.observe import deployment_health, ignored_scale
 from kubemaas_operator.controllers.modelservice.rollout import PERMANENT_STATUSES, roll_out
@@ -116,10 +117,14 @@ async def _sync(ctx: Context, msvc: dict[str, Any], *, force: bool) -> dict[str,
     # A new bundle is served only once it is known (and compressed); until then -- and when the
     # gate fails -- the Deployment keeps serving the revision its annotations record.
     serving = comp.serving if comp is not None and comp.serving is not None else children.serving_bundle_of(deploy)
+    # spec.rollout: while a canary is judged, the stable Deployment keeps the stable revision (canary.py).
+    canary = await step_rollout(ctx, msvc, spec, serving, deploy)
+    serving = canary.stable
+    stable_spec = spec if canary.stable_replicas is None else spec.model_copy(update={"replicas": canary.stable_replicas})
     desired_hash: str | None = None
     blocked = None
     if serving is not None:
-        rollout = await roll_out(ctx, msvc, spec, serving, deploy, force=force)
+        rollout = await roll_out(ctx, msvc, stable_spec, serving, deploy, force=force)
         deploy, desired_hash, blocked = rollout.deploy, rollout.desired_hash, rollout.blocked
         if rollout.new_revision:
             await events.record(ctx.kube, {**msvc, "kind": KIND, "apiVersion": API_VERSION}, "Normal", "RollingOut",
@@ -141,7 +146,7 @@ async def _sync(ctx: Context, msvc: dict[str, Any], *, force: bool) -> dict[str,
         scale_note=ignored_scale(msvc, (msvc.get("spec") or {}).get("autoscaling"), observed_replicas),
         blocked=blocked,
     )
-    new = build_status(observed)
+    new = decorate(build_status(observed), canary, old, observed.generation)
     patch = await _write(ctx, msvc, new)
     if patch and new["phase"] == "Ready" and comp is not None and comp.status is not None:
         await _prune_compression_jobs(ctx, namespace, name, keep=str(comp.status["job"]))
