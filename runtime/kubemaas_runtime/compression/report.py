@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from kubemaas_runtime import termination
 from kubemaas_runtime.compression.measure import Measurement, Quality
 from kubemaas_runtime.compression.select import Selection, drops, missed
 
@@ -93,8 +93,9 @@ def encode_termination(message: dict[str, Any]) -> str:
 
 
 def write_termination(path: Path, message: dict[str, Any]) -> bool:
-    """Write the termination message where Kubernetes reads it, if that directory is writable."""
-    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+    """Write the termination message where Kubernetes reads it, if it can be written
+    (`termination.can_write`: in a pod, the mounted file is writable but /dev is not)."""
+    if not termination.can_write(path):
         return False
     path.write_text(encode_termination(message))
     return True

@@ -11,10 +11,11 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from kubemaas_runtime import termination
 
 TERMINATION_LIMIT = 4096
 
@@ -30,13 +31,8 @@ def log_json(event: str, **fields: Any) -> None:
 
 
 def write_termination_message(path: Path, message: dict[str, Any]) -> bool:
-    """Write ``message`` as JSON if ``path`` is a writable file, or can be created in a writable
-    directory; keep it < 4096 bytes. In a pod the kubelet mounts a writable /dev/termination-log
-    into a /dev that a non-root user cannot write, so the file itself decides."""
-    if path.exists():
-        if not os.access(path, os.W_OK):
-            return False
-    elif not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+    """Write ``message`` as JSON if ``path`` can be written (`termination.can_write`); keep it < 4096 bytes."""
+    if not termination.can_write(path):
         return False
     text = json.dumps(message, separators=(",", ":"))
     if len(text.encode()) >= TERMINATION_LIMIT:

@@ -12,13 +12,18 @@ from pathlib import Path
 
 import pytest
 
+from kubemaas_runtime.compression.report import write_termination
 from kubemaas_runtime.training.progress import write_termination_message
 
 NOBODY = 65534
 
 
+WRITERS = {"training": write_termination_message, "compression": write_termination}
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the writer as another uid")
-def test_a_writable_file_in_a_read_only_directory_gets_the_message() -> None:
+@pytest.mark.parametrize("stage", sorted(WRITERS))
+def test_a_writable_file_in_a_read_only_directory_gets_the_message(stage: str) -> None:
     # pytest's tmp_path sits below a 0700 directory that uid 65534 cannot traverse.
     root = Path(tempfile.mkdtemp(prefix="kubemaas-termlog-"))
     root.chmod(0o755)
@@ -32,7 +37,7 @@ def test_a_writable_file_in_a_read_only_directory_gets_the_message() -> None:
         try:
             os.setgid(NOBODY)
             os.setuid(NOBODY)
-            os._exit(0 if write_termination_message(log, {"artifact": {"uri": "pvc://m/x"}}) else 3)
+            os._exit(0 if WRITERS[stage](log, {"artifact": {"uri": "pvc://m/x"}}) else 3)
         finally:
             os._exit(4)
     _, status = os.waitpid(pid, 0)
@@ -43,5 +48,6 @@ def test_a_writable_file_in_a_read_only_directory_gets_the_message() -> None:
         shutil.rmtree(root)
 
 
-def test_no_file_and_no_directory_writes_nothing(tmp_path: Path) -> None:
-    assert write_termination_message(tmp_path / "missing" / "termination-log", {"error": "x"}) is False
+@pytest.mark.parametrize("stage", sorted(WRITERS))
+def test_no_file_and_no_directory_writes_nothing(tmp_path: Path, stage: str) -> None:
+    assert WRITERS[stage](tmp_path / "missing" / "termination-log", {"error": "x"}) is False
