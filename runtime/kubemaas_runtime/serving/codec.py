@@ -259,15 +259,15 @@ def nonfinite_json(flat: np.ndarray) -> orjson.Fragment:
     return orjson.Fragment(b"[" + b",".join(tokens) + b"]")
 
 
-def _json_data(arr: np.ndarray) -> Any:
+def _json_data(arr: np.ndarray, careful: bool = False) -> Any:
+    """An output's ``data``; ``careful`` writes non-finite floats as tokens, not ``null``."""
     flat = arr.reshape(-1)
     if flat.dtype == object or flat.dtype.kind in "US":
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat]
-    if flat.dtype.kind == "f":
-        if flat.dtype == np.float16:
-            flat = flat.astype(np.float32)
-        if not np.isfinite(flat).all():
-            return nonfinite_json(flat)
+    if flat.dtype == np.float16:
+        flat = flat.astype(np.float32)
+    if careful and flat.dtype.kind == "f" and not np.isfinite(flat).all():
+        return nonfinite_json(flat)
     return flat
 
 
@@ -291,6 +291,11 @@ def encode_infer(model: Model, request: InferRequest, outputs: dict[str, np.ndar
         tensors.append(entry)
     doc["outputs"] = tensors
     header = orjson.dumps(doc, option=JSON_OPTS)
+    if b"null" in header:  # orjson writes NaN and infinities as null (rare: look only then)
+        for want, entry in zip(request.outputs, tensors, strict=True):
+            if "data" in entry:
+                entry["data"] = _json_data(outputs[want.name], careful=True)
+        header = orjson.dumps(doc, option=JSON_OPTS)
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)

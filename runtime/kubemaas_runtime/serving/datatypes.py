@@ -108,11 +108,6 @@ def coerce(data: Any, datatype: str, where: str) -> np.ndarray:
     """JSON data (a flat or nested list of numbers, bools or strings) as a numpy array of
     ``datatype``, refusing values of the wrong kind or outside the datatype's range with
     ``InvalidInput`` naming ``where``. The array keeps the nesting's shape."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return _coerce(data, datatype, where)
-
-
-def _coerce(data: Any, datatype: str, where: str) -> np.ndarray:
     dtype = V2_TO_NUMPY[datatype]
     try:
         if datatype == "BYTES":
@@ -131,16 +126,18 @@ def _coerce(data: Any, datatype: str, where: str) -> np.ndarray:
                 arr = exact
             check_integer_range(arr, datatype, where)
             return arr.astype(dtype, copy=False)
-        if type(data) is list and data and type(data[0]) is float:
-            # Flat float data (what clients send): np.fromiter skips asarray's nesting probe.
-            # Anything else in the list makes it raise, and asarray then gives the message.
-            try:
-                arr = np.fromiter(data, dtype=dtype, count=len(data))
-            except (ValueError, TypeError):
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by value
+            if type(data) is list and data and type(data[0]) is float:
+                # Flat float data (what clients send): np.fromiter skips asarray's nesting probe.
+                # Anything else in the list makes it raise, and asarray then gives the message.
+                try:
+                    arr = np.fromiter(data, dtype=dtype, count=len(data))
+                except (ValueError, TypeError):
+                    arr = np.asarray(data, dtype=dtype)
+            else:
                 arr = np.asarray(data, dtype=dtype)
-        else:
-            arr = np.asarray(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(f"{where} cannot be read as {datatype}: {exc}") from None
-    check_float_range(arr, data, datatype, where)
+    if dtype.itemsize < 8:  # a JSON number is a float64: only narrower types can overflow
+        check_float_range(arr, data, datatype, where)
     return arr
