@@ -208,3 +208,23 @@ def log(directory: Path) -> Path:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])],
     )
+
+
+def simple(directory: Path, datatype: int = TensorProto.INT32) -> Path:
+    """Triton's ``simple`` stand-in: ``INPUT0``, ``INPUT1`` ``[batch, 16]`` -> ``OUTPUT0`` = sum,
+    ``OUTPUT1`` = difference; with ``datatype`` STRING the inputs are parsed (Cast) first and the
+    outputs cast back to strings, as in Triton's ``simple_string``."""
+    if datatype == TensorProto.STRING:
+        nodes = [helper.make_node("Cast", ["INPUT0"], ["a"], to=TensorProto.INT32),
+                 helper.make_node("Cast", ["INPUT1"], ["b"], to=TensorProto.INT32),
+                 helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Sub", ["a", "b"], ["d"]),
+                 helper.make_node("Cast", ["s"], ["OUTPUT0"], to=TensorProto.STRING),
+                 helper.make_node("Cast", ["d"], ["OUTPUT1"], to=TensorProto.STRING)]
+    else:
+        nodes = [helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+                 helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"])]
+    return _bare(
+        directory, nodes,
+        [helper.make_tensor_value_info(n, datatype, ["batch", 16]) for n in ("INPUT0", "INPUT1")],
+        [helper.make_tensor_value_info(n, datatype, ["batch", 16]) for n in ("OUTPUT0", "OUTPUT1")],
+    )
