@@ -308,8 +308,8 @@ def step(state: RolloutState, spec: RolloutSpec, obs: Observation) -> Plan:
     # First revision ever: nothing to compare with, serve it (Argo's initial deploy skips steps).
     if state.stable is None:
         entry = HistoryEntry(desired.sha256, desired.variant, obs.now, obs.now, "Deployed", "first revision", desired.uri)
-        return Plan(RolloutState(stable=desired, history=(*state.history, entry)[-HISTORY_LIMIT:]), 0,
-                    (Event("Normal", "Deployed", f"serving {_short(desired)}"),))
+        # No Event: the roll-out step records one for every new revision of the Deployment.
+        return Plan(RolloutState(stable=desired, history=(*state.history, entry)[-HISTORY_LIMIT:]), 0)
 
     if state.phase == "Promoting" and state.canary is not None:
         # The stable Deployment rolls to the promoted revision (maxUnavailable 0) while the
@@ -341,7 +341,7 @@ def step(state: RolloutState, spec: RolloutSpec, obs: Observation) -> Plan:
         entry = HistoryEntry(desired.sha256, desired.variant, obs.now, obs.now, "Promoted", "RollingUpdate strategy",
                              desired.uri)
         new = RolloutState(stable=desired, rejected=state.rejected, history=(*state.history, entry)[-HISTORY_LIMIT:])
-        return Plan(new, 0, (Event("Normal", "RollingUpdate", f"replacing every pod with {_short(desired)}"),))
+        return Plan(new, 0)  # the roll-out step's RollingOut Event says it
 
     if state.canary is None or not desired.same(state.canary):
         history = state.history

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.harness import ControlPlane
-from tests.operator.support import OperatorProcess, condition, get_json, poll
+from tests.operator.support import OperatorProcess, condition, get_json, poll, set_pod_status
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -130,3 +130,60 @@ def test_promote_full_moves_stable_to_the_canary_revision(
     assert (fetched(stable), stable["spec"]["replicas"]) == ("s3://bucket/v2", 4)
     poll(lambda: deploy(control_plane, ns, "m-canary")["spec"]["replicas"] == 0, timeout=30, what="canary at 0")
     poll(lambda: {"Promoting", "Promoted"} <= set(reasons(control_plane, ns)), timeout=30, what="Events")
+
+
+def finish_run(plane: ControlPlane, ns: str, uri: str, sha: str) -> None:
+    """Rank 0 of TrainingJob ``t`` exits 0 reporting ``uri``/``sha`` (what a kubelet would write)."""
+
+    def running() -> Any:
+        items = (get_json(plane, "pods", "-n", ns, "-l", "kubemaas.io/trainingjob=t") or {}).get("items") or []
+        live = [p for p in items if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+        return live[0]["metadata"]["name"] if live else None
+
+    pod = poll(running, timeout=60, what="rank 0 of TrainingJob t running")
+    now = "2026-01-01T00:00:00Z"
+    message = json.dumps({"artifact": {"uri": uri, "sha256": sha, "metrics": {"accuracy": 0.9}}})
+    set_pod_status(plane, ns, pod, {
+        "phase": "Succeeded",
+        "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now}],
+        "containerStatuses": [{
+            "name": "trainer", "image": "kubemaas/training:test", "imageID": "", "ready": False, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": message,
+                                     "startedAt": now, "finishedAt": now}},
+        }],
+    })
+
+
+def train(plane: ControlPlane, ns: str, uri: str) -> None:
+    doc = {"apiVersion": "kubemaas.io/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "t"},
+           "spec": {"replicas": 1, "recipe": {"name": "digits"}, "output": {"uri": uri}}}
+    plane.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(doc))
+
+
+def test_a_new_training_run_goes_through_the_canary(
+    control_plane: ControlPlane, operator_process: OperatorProcess, namespace: str
+) -> None:
+    """Lineage: a retrained model reaches clients only through the canary steps."""
+    ns = namespace
+    run1, run2 = "a1" * 32, "b2" * 32
+    train(control_plane, ns, "s3://bucket/run1")
+    finish_run(control_plane, ns, "s3://bucket/run1", run1)
+    doc = {"apiVersion": "kubemaas.io/v1alpha1", "kind": "ModelService", "metadata": {"name": "m"},
+           "spec": {"model": {"trainingJobRef": {"name": "t"}}, "replicas": 2, "rollout": ROLLOUT}}
+    control_plane.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(doc))
+    first = rollout_in(control_plane, ns, "Stable")
+    assert first["status"]["rollout"]["stable"]["sha256"] == run1
+
+    # the same TrainingJob trained again (a new run: deleted and re-applied) with a new artifact
+    control_plane.kubectl("delete", "trainingjob", "t", "-n", ns, "--wait=true")
+    train(control_plane, ns, "s3://bucket/run2")
+    finish_run(control_plane, ns, "s3://bucket/run2", run2)
+    obj = rollout_in(control_plane, ns, "Progressing", timeout=90)
+    st = obj["status"]["rollout"]
+    assert (st["canary"]["sha256"], st["stable"]["sha256"], st["column"]) == (run2, run1, "canary 25%")
+    canary = poll(lambda: deploy(control_plane, ns, "m-canary"), timeout=30, what="the canary Deployment")
+    assert fetched(canary) == "s3://bucket/run2"
+    assert fetched(deploy(control_plane, ns, "m")) == "s3://bucket/run1"
+    annotate(control_plane, ns, "abort")
+    obj = rollout_in(control_plane, ns, "RolledBack")
+    assert [(h["sha256"], h["outcome"]) for h in obj["status"]["history"]] == [(run1, "Deployed"), (run2, "Aborted")]
