@@ -11,6 +11,7 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from kubemaas_runtime.serving.batching import Feeds
 from kubemaas_runtime.serving.dataplane import DataPlane
@@ -123,3 +124,25 @@ def test_auto_batch_size_off_keeps_the_configured_cap(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert (plane.tuning, plane.batcher.max_rows) == (None, 8)
+
+
+def test_one_lucky_round_does_not_pick_the_size() -> None:
+    """Compute is linear in rows (batching buys nothing), but one round of batch 32 runs 10x
+    faster (a neighbour went quiet): the fastest-run statistic would pick 32; the median of
+    rounds keeps batch 1."""
+    calls = {"n32": 0}
+
+    def run(feeds: Feeds) -> tuple[Feeds, float]:
+        n = feeds["x"].shape[0]
+        seconds = n * 0.001
+        if n == 32:
+            calls["n32"] += 1
+            if calls["n32"] in (2, 3):  # both runs of the first timed round (after the untimed one)
+                seconds /= 10
+        return {"y": feeds["x"]}, seconds
+
+    result = tune(run, EXAMPLE, 32)
+    assert result.rates[32] == pytest.approx(1000.0)  # the median of the rounds, not the lucky one
+    assert result.chosen == 1
+    assert result.noise == pytest.approx(9.0)  # (10000 - 1000) / 1000, shown in the metadata
+    assert "noise 900%" in result.describe()
