@@ -35,7 +35,7 @@ class Metrics:
             "kubemaas_queue_depth", "Requests waiting for a batch", ["model"], registry=self.registry
         ).labels(model)
         self.in_flight = Gauge(
-            "kubemaas_inflight_requests", "HTTP requests being served", ["model"], registry=self.registry
+            "kubemaas_inflight_requests", "Infer requests admitted and not yet answered", ["model"], registry=self.registry
         ).labels(model)
         self.max_batch_rows = Gauge(
             "kubemaas_max_batch_rows", "Most rows the batcher merges into one call (measured when auto)", ["model"],
