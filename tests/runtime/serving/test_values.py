@@ -99,11 +99,14 @@ def test_a_field_of_the_wrong_type_gets_400_naming_it(mlp_server: Server, bad: A
         "datatype": tensor(datatype=bad),
         "inputs[0].name": tensor(name=bad),
         "shape": tensor(shape=bad),
+        "input 'x'.parameters": tensor(parameters=bad),
         "parameters": {**tensor(), "parameters": bad},
         "'id'": {**tensor(), "id": bad},
     }
     for field, body in cases.items():
-        if field in ("outputs[0].parameters", "parameters") and (bad is None or isinstance(bad, dict)):
+        if field in ("outputs[0].parameters", "parameters", "input 'x'.parameters") and (
+            bad is None or isinstance(bad, dict)
+        ):
             continue  # null means "absent" for optional fields; an object is the right type there
         if field == "'id'" and bad is None:
             continue  # null means "absent" for optional fields; an object is the right type there
