@@ -54,6 +54,8 @@ class Load:
     itl_p50_ms: float
     itl_p99_ms: float
     requests: int
+    server_ttft_mean_ms: float = float("nan")
+    """The server's own view (its histogram's mean), to tell server time from client-side lag."""
 
 
 def pct(values: list[float], q: float) -> float:
@@ -153,6 +155,52 @@ def engine_as_is(folder: Path, ids: list[list[int]]) -> Load:
                 pct(ttfts, 99), pct(gaps, 50), pct(gaps, 99), len(ids))
 
 
+def scheduler_alone(bundle: Path, ids: list[list[int]]) -> Load:
+    """Our scheduler in process, no HTTP: 32 sequences submitted at once (what the server adds on top)."""
+    import threading
+
+    from kubemaas_runtime.generation.engine import Decoder
+    from kubemaas_runtime.generation.folder import read_genai_config
+    from kubemaas_runtime.generation.metrics import GenerationMetrics
+    from kubemaas_runtime.generation.sampling import SamplingParams
+    from kubemaas_runtime.generation.scheduler import Delta, Scheduler
+    from kubemaas_runtime.generation.tokenizer import TextTokenizer
+
+    decoder = Decoder(bundle, read_genai_config(bundle), slots=32)
+    scheduler = Scheduler(decoder, TextTokenizer(bundle), GenerationMetrics("bench"), max_waiting=64)
+    done = threading.Semaphore(0)
+    first: list[float] = []
+
+    def sink(delta: Delta) -> None:
+        if delta.completion_tokens == 1:
+            first.append(time.perf_counter() - start)
+        if delta.finish_reason is not None:
+            done.release()
+
+    params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True)
+    scheduler.start()
+    start = time.perf_counter()
+    for prompt in ids[:32]:
+        scheduler.submit(scheduler.new_sequence(prompt, params, sink, frozenset()))
+    for _ in range(32):
+        done.acquire()
+    wall = time.perf_counter() - start
+    scheduler.stop()
+    return Load("our scheduler in process, no HTTP (all at once)", 32, 32 * MAX_TOKENS / wall, pct(first, 50),
+                pct(first, 99), float("nan"), float("nan"), 32)
+
+
+def server_ttft_mean_ms(url: str) -> tuple[float, float]:
+    """(sum, count) of the server's own kubemaas_time_to_first_token_seconds histogram."""
+    import httpx
+
+    text = httpx.get(f"{url}/metrics").text
+    values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("kubemaas_time_to_first_token_seconds_")}
+    return values.get("kubemaas_time_to_first_token_seconds_sum", 0.0), values.get(
+        "kubemaas_time_to_first_token_seconds_count", 0.0)
+
+
 async def stream_load(url: str, label: str, concurrency: int, ids: list[list[int]], rounds: int) -> Load:
     import httpx
 
@@ -227,7 +275,14 @@ def kubemaas_loads(bundle: Path, ids: list[list[int]], rounds: int, switch_inter
         tag = "" if switch_interval is None else f" (switch interval {switch_interval}s)"
         levels = (1, 8, 32) if switch_interval is None else (32,)
         asyncio.run(stream_load(url, "warm-up", 4, ids, 1))
-        return [asyncio.run(stream_load(url, f"kubemaas serve{tag}", c, ids, rounds)) for c in levels]
+        loads = []
+        for c in levels:
+            before = server_ttft_mean_ms(url)
+            load = asyncio.run(stream_load(url, f"kubemaas serve{tag}", c, ids, rounds))
+            after = server_ttft_mean_ms(url)
+            load.server_ttft_mean_ms = 1000 * (after[0] - before[0]) / max(after[1] - before[1], 1.0)
+            loads.append(load)
+        return loads
     finally:
         proc.terminate()
         proc.wait(30)
@@ -294,11 +349,12 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {SERVER_CORE})
         ceiling = generator_ceiling(single, 32, ids)
         engine = engine_as_is(single, ids[:32])
+        alone = scheduler_alone(single, ids)
         os.sched_setaffinity(0, {LOAD_CORE})
         ours = kubemaas_loads(bundle, ids, rounds, None)
         knob = kubemaas_loads(bundle, ids, rounds, "0.0005")
         naive = naive_load(hf_checkpoint(bundle, work / "hf"), ids, 8)
-    rows = [*ours, *knob, engine, naive]
+    rows = [*ours, *knob, alone, engine, naive]
     c1 = next(r for r in ours if r.concurrency == 1)
     c32 = next(r for r in ours if r.concurrency == 32)
     by = {m.name: m for m in report.variants}
@@ -314,11 +370,11 @@ def main(argv: list[str] | None = None) -> int:
         f"Model: textgen recipe {MODEL_PARAMS}; prompt {PROMPT_TOKENS} tokens, {MAX_TOKENS} generated per request;",
         f"server on core {SERVER_CORE}, clients on core {LOAD_CORE}, arrivals {STAGGER_S * 1000:.0f} ms apart.",
         "",
-        "| server | c | tokens/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms |",
-        "|---|---|---|---|---|---|---|",
+        "| server | c | tokens/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | server TTFT mean ms |",
+        "|---|---|---|---|---|---|---|---|",
         *[f"| {r.label} | {r.concurrency} | {r.tokens_per_s:.0f} | {r.ttft_p50_ms:.1f} | {r.ttft_p99_ms:.1f} | "
-          f"{r.itl_p50_ms:.2f} | {r.itl_p99_ms:.2f} |" for r in rows],
-        f"| onnxruntime-genai Generator, fixed batch 32 (static ceiling) | 32 | {ceiling:.0f} | | | | |",
+          f"{r.itl_p50_ms:.2f} | {r.itl_p99_ms:.2f} | {r.server_ttft_mean_ms:.1f} |" for r in rows],
+        f"| onnxruntime-genai Generator, fixed batch 32 (static ceiling) | 32 | {ceiling:.0f} | | | | | |",
         "",
         "| variant | size bytes | perplexity | increase | TTFT ms | tokens/s (batch 1) |",
         "|---|---|---|---|---|---|",

@@ -147,6 +147,10 @@ class GenerationService:
         try:
             while True:
                 delta = await queue.get()
+                while not queue.empty() and delta.finish_reason is None:
+                    # the consumer fell behind: merge what is queued into one delta (one SSE write)
+                    later = queue.get_nowait()
+                    delta = Delta(delta.text + later.text, later.completion_tokens, later.finish_reason, later.error)
                 yield delta
                 if delta.finish_reason is not None:
                     return

@@ -200,11 +200,12 @@ class TokenEvaluation:
 
 class TextgenRecipe:
     name = "textgen"
-    epochs = 2
+    epochs = 4
     batch_size = 8
     lr = 6e-3
-    # Demo size (~1.6M parameters): one epoch is ~1,800 windows of 64 tokens; on 2 cores two epochs
-    # take about a minute and reach held-out perplexity about half the unigram baseline.
+    # Demo size (1.4M parameters): one epoch is ~1,800 windows of 64 tokens, ~15 s with 2 threads on
+    # the 2-core development machine. Two epochs measured held-out perplexity 173 against the unigram
+    # baseline's 556; four take about a minute.
     input_name = "input_ids"
     output_name = "logits"
 
