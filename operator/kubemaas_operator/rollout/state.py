@@ -210,6 +210,9 @@ class Observation:
     verdict: Verdict | None = None
     """The analysis interval that just ended, if one did."""
     command: Command | None = None
+    canary_failure: str = ""
+    """Why the canary's pods cannot become Ready (CrashLoopBackOff, ImagePullBackOff, a failed
+    storage initializer, ProgressDeadlineExceeded ...); empty when nothing says so."""
 
 
 @dataclass(frozen=True)
@@ -355,6 +358,8 @@ def step(state: RolloutState, spec: RolloutSpec, obs: Observation) -> Plan:
         return _roll_back(state, obs, "Aborted", f"aborted by annotation {ANNOTATION}=abort")
     if obs.verdict is not None and obs.verdict.decision == "rollback":
         return _roll_back(state, obs, "RolledBack", obs.verdict.reason)
+    if obs.canary_failure:
+        return _roll_back(state, obs, "RolledBack", f"canary cannot become ready: {obs.canary_failure}")
     if obs.command == "promote-full":
         return _promote(state, spec, obs, f"annotation {ANNOTATION}=promote-full")
     if obs.command == "promote":

@@ -187,3 +187,28 @@ def test_a_new_training_run_goes_through_the_canary(
     annotate(control_plane, ns, "abort")
     obj = rollout_in(control_plane, ns, "RolledBack")
     assert [(h["sha256"], h["outcome"]) for h in obj["status"]["history"]] == [(run1, "Deployed"), (run2, "Aborted")]
+
+
+def test_canary_that_crash_loops_is_rolled_back(
+    control_plane: ControlPlane, operator_process: OperatorProcess, namespace: str
+) -> None:
+    """A model that does not even load never gets past its canary pods."""
+    ns = namespace
+    start_canary(control_plane, ns)
+
+    def canary_pod() -> Any:
+        items = (get_json(control_plane, "pods", "-n", ns, "-l", "kubemaas.io/track=canary") or {}).get("items") or []
+        return items[0]["metadata"]["name"] if items else None
+
+    pod = poll(canary_pod, timeout=60, what="a canary pod")
+    set_pod_status(control_plane, ns, pod, {"containerStatuses": [{
+        "name": "kserve-container", "image": "kubemaas/serving:test", "imageID": "", "ready": False,
+        "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+        "lastState": {"terminated": {"exitCode": 1, "message": "model.onnx: checksum mismatch"}},
+    }]})
+    obj = rollout_in(control_plane, ns, "RolledBack")
+    why = obj["status"]["rollout"]["reason"]
+    assert why.startswith("canary cannot become ready: CrashLoopBackOff: pod m-canary-")
+    assert "checksum mismatch" in why
+    assert obj["status"]["reason"] == f"RolledBack: {why}"  # stable is Ready: REASON says what happened
+    assert fetched(deploy(control_plane, ns, "m")) == "s3://bucket/v1"

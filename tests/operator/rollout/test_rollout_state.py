@@ -195,3 +195,10 @@ def test_revisions_without_sha256_are_told_apart_by_uri() -> None:
     assert (p.state.canary, p.weight) == (b, 20)
     p = tick(p.state, 1, desired=b, verdict=FAIL)
     assert tick(p.state, 2, desired=b).state.phase == "RolledBack"  # not retried under the same spec
+
+
+def test_canary_that_cannot_start_is_rolled_back() -> None:
+    p = tick(STABLE_V1, 0, ready=False)
+    p = step(p.state, CANARY, Observation(30, V2, "spec-1", canary_failure="CrashLoopBackOff: pod m-canary-x"))
+    assert (p.state.phase, p.weight) == ("RolledBack", 0)
+    assert p.state.reason == "canary cannot become ready: CrashLoopBackOff: pod m-canary-x"

@@ -14,6 +14,7 @@ gets its share of that count on top (capacity never drops while a canary is judg
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,10 +25,12 @@ import kopf
 from kubemaas_operator.controllers.context import Context
 from kubemaas_operator.controllers.modelservice import children
 from kubemaas_operator.controllers.modelservice.children import ServingBundle
+from kubemaas_operator.controllers.modelservice.observe import deployment_health
 from kubemaas_operator.controllers.modelservice.spec import ModelServiceSpec
+from kubemaas_operator.controllers.modelservice.status import FATAL_POD_REASONS
 from kubemaas_operator.kube import conditions, events
 from kubemaas_operator.kube.conditions import Condition
-from kubemaas_operator.kube.manifests import API_VERSION
+from kubemaas_operator.kube.manifests import ANNOTATION_SPEC_HASH, API_VERSION
 from kubemaas_operator.rollout import state as machine
 from kubemaas_operator.rollout.analysis import Variants
 from kubemaas_operator.rollout.children import LABEL_TRACK, canary_deployment, canary_name
@@ -36,6 +39,9 @@ from kubemaas_operator.rollout.split import Split, split_replicas
 
 KIND = "ModelService"
 ACTIVE = frozenset({"Progressing", "Paused", "Promoting"})
+CANARY_FATAL = FATAL_POD_REASONS | {"CrashLoopBackOff", "StorageInitializerFailed", "ReadinessProbeFailing",
+                                    "ProgressDeadlineExceeded"}
+"""Canary pod problems that roll it back (waiting cannot fix them)."""
 TICK_S = 5.0
 """Reconcile at least this often while a canary is active (holds and pod readiness)."""
 
@@ -97,6 +103,33 @@ def _variants(ctx: Context, namespace: str, name: str) -> Variants:
         stable_selector=f'namespace="{namespace}",pod=~"{stable_deploy}-[a-z0-9]+-[a-z0-9]+"',
         canary_selector=f'namespace="{namespace}",pod=~"{canary_name(stable_deploy)}-.+"',
     )
+
+
+def _same(have: Mapping[str, Any] | None, want: Mapping[str, Any]) -> bool:
+    """The canary Deployment already has this pod template (spec hash) and replica count."""
+    if not have:
+        return False
+    ann = (have.get("metadata") or {}).get("annotations") or {}
+    return bool(ann.get(ANNOTATION_SPEC_HASH) == want["metadata"]["annotations"].get(ANNOTATION_SPEC_HASH)
+                and (have.get("spec") or {}).get("replicas") == want["spec"]["replicas"])
+
+
+def _failure(ctx: Context, namespace: str, name: str, deploy: Mapping[str, Any] | None) -> str:
+    """Why the canary Deployment's current pods cannot become Ready ("" when nothing says so).
+
+    Only pods of its current template count (a previous canary's pods may still be going), and
+    only problems a wait cannot fix (not Unschedulable: the cluster may make room).
+    """
+    if deploy is None:
+        return ""
+    current = ((deploy.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
+    pods = [p for p in ctx.cache.select("Pod", namespace, {**children.match_labels(name), LABEL_TRACK: "canary"})
+            if not p["metadata"].get("deletionTimestamp")
+            and (p["metadata"].get("annotations") or {}).get(ANNOTATION_SPEC_HASH) == current]
+    health = deployment_health(deploy, pods, desired_hash=None, now=dt.datetime.now(dt.UTC),
+                               stuck_after_s=ctx.settings.stuck_after_s)
+    problem = health.problem
+    return f"{problem.reason}: {problem.message}" if problem is not None and problem.reason in CANARY_FATAL else ""
 
 
 def _total(spec: ModelServiceSpec, stable: Mapping[str, Any] | None) -> int:
@@ -162,6 +195,7 @@ async def step_rollout(
         now=now, desired=revision(serving), spec_revision=machine.spec_revision(raw_spec),
         canary_ready=_ready(canary_deploy), stable_current=_rolled_to(stable_deploy, st.stable),
         verdict=verdict, command=command,
+        canary_failure=_failure(ctx, namespace, name, canary_deploy) if st.canary is not None else "",
     )
     plan = machine.step(st, rspec, obs)
     new = plan.state
@@ -171,9 +205,9 @@ async def step_rollout(
     canary_bundle = serving if new.canary is not None and new.canary.same(revision(serving)) else (
         children.serving_bundle_of(canary_deploy))
     if new.canary is not None and plan.weight > 0 and canary_bundle is not None:
-        built = children.deployment(msvc, spec, canary_bundle, ctx.settings)
-        applied = await ctx.kube.apply(canary_deployment(built, split.canary))
-        ctx.cache.put(applied)
+        want = canary_deployment(children.deployment(msvc, spec, canary_bundle, ctx.settings), split.canary)
+        if not _same(canary_deploy, want):
+            ctx.cache.put(await ctx.kube.apply(want))
     elif canary_deploy is not None and int((canary_deploy.get("spec") or {}).get("replicas") or 0) > 0:
         await ctx.kube.merge_patch("apps/v1", "Deployment", namespace, canary_deploy_name, {"spec": {"replicas": 0}})
     if new.phase not in ("Progressing", "Paused"):
