@@ -29,7 +29,7 @@ NAMESPACED: frozenset[Permission] = frozenset(
     | _expand("", ("pods/log",), "get")
     | _expand("batch", ("jobs",), "get list watch create patch update delete")
     | _expand("autoscaling", ("horizontalpodautoscalers",), "get list watch create patch update delete")
-    | _expand("", ("events",), "create patch")
+    | _expand("", ("events",), "get list create patch")  # list: FailedCreate of a Job (pod refusals)
     | _expand("events.k8s.io", ("events",), "create patch")
 )
 """Permissions on namespaced resources: a Role in watchNamespace mode."""

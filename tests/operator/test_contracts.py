@@ -8,11 +8,6 @@ from typing import Any, get_args
 
 import pytest
 import yaml
-from kubemaas_runtime import contracts
-from kubemaas_runtime.compression.settings import MODES, CompressSettings, Mode
-from kubemaas_runtime.serving.settings import ServingSettings
-from kubemaas_runtime.storage.settings import StorageSettings
-from kubemaas_runtime.training.settings import TrainingSettings
 from pydantic_settings import BaseSettings
 
 from kubemaas_operator.controllers.modelservice import children, compression
@@ -20,6 +15,11 @@ from kubemaas_operator.controllers.modelservice.spec import parse_modelservice
 from kubemaas_operator.controllers.trainingjob import children as training
 from kubemaas_operator.controllers.trainingjob.spec import parse_spec
 from kubemaas_operator.settings import OperatorSettings
+from kubemaas_runtime import contracts
+from kubemaas_runtime.compression.settings import MODES, CompressSettings, Mode
+from kubemaas_runtime.serving.settings import ServingSettings
+from kubemaas_runtime.storage.settings import StorageSettings
+from kubemaas_runtime.training.settings import TrainingSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = OperatorSettings(model_store_uri="pvc://store")

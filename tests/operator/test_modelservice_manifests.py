@@ -9,9 +9,9 @@ import pytest
 
 from kubemaas_operator.controllers.modelservice import children as modelservice
 from kubemaas_operator.controllers.modelservice import compression
+from kubemaas_operator.controllers.modelservice.spec import parse_modelservice
 from kubemaas_operator.kube.manifests import ANNOTATION_SPEC_HASH, child_name
 from kubemaas_operator.settings import OperatorSettings
-from kubemaas_operator.controllers.modelservice.spec import parse_modelservice
 
 SETTINGS = OperatorSettings(serving_image="img:1", model_store_uri="pvc://store")
 OWNER: dict[str, Any] = {

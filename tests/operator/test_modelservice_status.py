@@ -7,13 +7,13 @@ import json
 from typing import Any
 
 from kubemaas_operator.controllers.modelservice import artifact, compress
-from kubemaas_operator.controllers.modelservice.status import Observed, build_status
-from kubemaas_operator.kube import conditions as status
-from kubemaas_operator.kube.patching import status_patch
 from kubemaas_operator.controllers.modelservice.children import ServingBundle
 from kubemaas_operator.controllers.modelservice.observe import DeploymentHealth, deployment_health
-from kubemaas_operator.kube.observe import Problem, job_outcome, pod_problem
 from kubemaas_operator.controllers.modelservice.spec import parse_modelservice
+from kubemaas_operator.controllers.modelservice.status import Observed, build_status
+from kubemaas_operator.kube import conditions as status
+from kubemaas_operator.kube.observe import Problem, job_outcome, pod_problem
+from kubemaas_operator.kube.patching import status_patch
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 SOURCE = ServingBundle(uri="pvc://m/x", sha256="a" * 64, source=("TrainingJob", "ml", "train"))

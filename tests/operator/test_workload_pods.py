@@ -15,15 +15,14 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from kubemaas_operator.controllers.modelservice import artifact, compress
-from kubemaas_operator.controllers.modelservice.status import Observed, build_status
+from kubemaas_operator.controllers.modelservice import artifact, compress, compression
 from kubemaas_operator.controllers.modelservice import children as modelservice
-from kubemaas_operator.controllers.modelservice import compression
+from kubemaas_operator.controllers.modelservice.observe import DeploymentHealth, ignored_scale, scale_writer
+from kubemaas_operator.controllers.modelservice.spec import parse_modelservice
+from kubemaas_operator.controllers.modelservice.status import Observed, build_status
 from kubemaas_operator.controllers.trainingjob import children as tjm
 from kubemaas_operator.controllers.trainingjob.spec import parse_spec
-from kubemaas_operator.controllers.modelservice.observe import DeploymentHealth, ignored_scale, scale_writer
 from kubemaas_operator.settings import OperatorSettings
-from kubemaas_operator.controllers.modelservice.spec import parse_modelservice
 from tests.cluster.harness import ControlPlane
 from tests.operator.support import OperatorProcess, condition, get_json, poll
 

@@ -15,8 +15,7 @@ async def _drain(queue: WorkQueue, until: asyncio.Event) -> None:
 async def _settle(queue: WorkQueue, key: Key) -> None:
     """Wait (with a deadline) until no sync of ``key`` runs or waits."""
     async with asyncio.timeout(5.0):
-        while queue.busy(key):
-            await asyncio.sleep(0)
+        await queue.settled(key)
 
 
 def test_burst_of_kicks_coalesces_and_never_overlaps() -> None:

@@ -147,14 +147,17 @@ class Kube:
                 return None
             raise
 
-    async def apply(self, obj: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]:
+    async def apply(
+        self, obj: Mapping[str, Any], *, force: bool = True, field_manager: str | None = None
+    ) -> dict[str, Any]:
         """Server-side apply ``obj`` (apiVersion, kind, metadata.name/namespace); the stored object.
 
+        ``field_manager`` applies as another manager than the operator's (to hand a field over).
         Raises ApiException (e.g. 422 for a name the API refuses, 409 on a conflict without force).
         """
         meta = obj["metadata"]
         path = path_for(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
-        query: list[tuple[str, Any]] = [("fieldManager", self.field_manager)]
+        query: list[tuple[str, Any]] = [("fieldManager", field_manager or self.field_manager)]
         if force:
             query.append(("force", "true"))
         call = functools.partial(
@@ -209,15 +212,12 @@ class Kube:
 
     async def merge_patch(
         self, api_version: str, kind: str, namespace: str | None, name: str, body: Mapping[str, Any],
-        *, field_manager: str | None = None,
     ) -> dict[str, Any] | None:
         """JSON merge patch of an object's main resource (e.g. a Job's mutable ``spec.suspend``,
         which server-side apply of a partial object cannot change without giving up the other
-        fields it owns). ``field_manager`` records the write under another manager than the
-        operator's (to hand a field's ownership over). Returns None when the object is gone."""
-        query = [("fieldManager", field_manager)] if field_manager else []
+        fields it owns). Returns None when the object is gone."""
         call = functools.partial(
             self._request, "PATCH", path_for(api_version, kind, namespace, name), body=dict(body),
-            query=query, content_type="application/merge-patch+json",
+            content_type="application/merge-patch+json",
         )
         return cast(dict[str, Any] | None, await self._unless_gone(call))

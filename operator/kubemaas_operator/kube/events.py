@@ -1,12 +1,12 @@
 """Kubernetes Events on our custom resources (what ``kubectl describe`` shows), posted through
 the operator's own client.
 
-kopf's ``kopf.event()`` only works inside a task kopf itself runs for that object (it needs
-kopf's per-object event queue in a context variable); the TrainingJob controller called it from
-timer tasks and work-queue workers, where the lookup failed and a broad ``except`` hid it, and
-the ModelService controller posted none. Events here are core/v1 Events, as KServe's and
-Kubeflow's controllers record them (reason CamelCase, message one sentence), posted only on a
-transition so a periodic resync never repeats one.
+Why not ``kopf.event()``: it works only inside a task kopf runs for a handler (it reads kopf's
+settings and per-object event queue from context variables and raises LookupError anywhere
+else), so it cannot serve a work-queue worker or a timer; the TrainingJob code wrapped it in a
+broad ``except`` that hid such failures, and the ModelService controller posted no Events at
+all. Events here are core/v1 Events, as KServe's and Kubeflow's controllers record them (reason
+CamelCase, message one sentence), posted on transitions only, so a periodic resync repeats none.
 """
 
 from __future__ import annotations

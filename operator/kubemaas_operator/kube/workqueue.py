@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubemaas_operator.kube.client import ApiException, api_message
+
 Key = tuple[str, str]
 """(namespace, name)"""
 
@@ -95,6 +97,15 @@ class WorkQueue:
         entry = self._entry(key)
         return entry.pending or entry.lock.locked()
 
+    async def settled(self, key: Key) -> None:
+        """Return once no sync of ``key`` runs or waits (timers aside): each round waits for the
+        running sync's lock, then lets a queued one start."""
+        entry = self._entry(key)
+        while self.busy(key):
+            async with entry.lock:
+                pass
+            await asyncio.sleep(0)  # a queued worker takes the lock next
+
     async def _later(self, key: Key, force: bool, delay: float) -> None:
         await asyncio.sleep(delay)
         self.kick(key, force=force)
@@ -112,7 +123,7 @@ class WorkQueue:
             except Exception as exc:
                 entry.failures += 1
                 retry = self.retry_delay(key)
-                log.warning("sync of %s/%s failed (%s); retrying in %.0fs", *key, exc, retry)
+                log.warning("sync of %s/%s failed (%s); retrying in %.0fs", *key, _brief(exc), retry)
                 if entry.retry is not None and entry.retry is not asyncio.current_task():
                     entry.retry.cancel()
                 entry.retry = self._spawn(self._later(key, force, retry))
@@ -145,3 +156,11 @@ class WorkQueue:
     def __len__(self) -> int:
         """Objects with bookkeeping (a deleted object's entry goes with ``forget``)."""
         return len(self._entries)
+
+
+
+def _brief(exc: BaseException) -> str:
+    """One line about a failed sync: an API error's status and message, not its headers and body."""
+    if isinstance(exc, ApiException):
+        return f"API error {exc.status}: {api_message(exc)}"
+    return f"{type(exc).__name__}: {exc}"

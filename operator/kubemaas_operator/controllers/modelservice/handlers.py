@@ -51,7 +51,9 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     ctx = Context(ctx.kube, settings, cache, log)
 
     async def _sync(key: Key, force: bool) -> None:
-        await reconcile.sync(ctx, key[0], key[1], force=force)
+        outcome = await reconcile.sync(ctx, key[0], key[1], force=force)
+        if outcome.requeue_after is not None:
+            queue.requeue_after(key, outcome.requeue_after)
 
     queue = WorkQueue(_sync)
 

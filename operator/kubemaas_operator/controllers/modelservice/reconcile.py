@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -36,6 +37,17 @@ from kubemaas_operator.kube.patching import write_status
 
 KIND = "ModelService"
 WARNING_PHASES = frozenset({"Failed"})
+WAITING_RECHECK_S = 10.0
+"""While a compression Job has no pod, look again this often: the Job controller reports a refused
+pod (a quota) only as an Event, which no watch of ours sees."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one sync did: the status patch written (None when nothing changed) and when to sync again."""
+
+    patch: dict[str, Any] | None = None
+    requeue_after: float | None = None
 
 
 def _settled(deploy: Mapping[str, Any], desired_hash: str | None) -> bool:
@@ -53,8 +65,8 @@ async def _read(ctx: Context, api_version: str, kind: str, namespace: str, name:
     return obj
 
 
-async def sync(ctx: Context, namespace: str, name: str, *, force: bool = False) -> dict[str, Any] | None:
-    """Reconcile one ModelService; returns the status patch written (None when unchanged/gone).
+async def sync(ctx: Context, namespace: str, name: str, *, force: bool = False) -> Outcome:
+    """Reconcile one ModelService; what it wrote and when it wants to look again.
 
     The ModelService, its Deployment and pods are read from ``ctx.cache`` (fed by the watches;
     a miss falls back to the API). ``force`` re-applies every child even when the Deployment's
@@ -63,17 +75,17 @@ async def sync(ctx: Context, namespace: str, name: str, *, force: bool = False) 
     """
     msvc = await _read(ctx, API_VERSION, KIND, namespace, name)
     if msvc is None or msvc["metadata"].get("deletionTimestamp"):
-        return None
+        return Outcome()
     generation = int(msvc["metadata"].get("generation") or 0)
     old = msvc.get("status") or {}
     try:
         return await _sync(ctx, msvc, force=force)
     except kopf.PermanentError as exc:
-        return await _write(ctx, msvc, invalid_spec_status(old, generation, str(exc)))
+        return Outcome(await _write(ctx, msvc, invalid_spec_status(old, generation, str(exc))))
     except ApiException as exc:
         if exc.status in PERMANENT_STATUSES:  # retrying cannot help: say so and stop
-            return await _write(ctx, msvc, invalid_spec_status(
-                old, generation, f"the API server refused a child: {exc.status} {api_message(exc)}", "ChildRefused"))
+            return Outcome(await _write(ctx, msvc, invalid_spec_status(
+                old, generation, f"the API server refused a child: {exc.status} {api_message(exc)}", "ChildRefused")))
         if exc.status == 404:
             raise
         message = f"API error {exc.status}: {api_message(exc)}; retrying with back-off"
@@ -87,7 +99,9 @@ async def _write(ctx: Context, msvc: Mapping[str, Any], new: Mapping[str, Any]) 
     old = msvc.get("status") or {}
     patch = await write_status(ctx.kube, KIND, meta["namespace"], meta["name"], old, new, cache=ctx.cache)
     if patch and ("phase" in patch or "reason" in patch):
-        phase, reason = new.get("phase") or old.get("phase"), new.get("reason")
+        phase = new.get("phase") or old.get("phase")
+        ready: Mapping[str, Any] = next((c for c in new.get("conditions") or [] if c.get("type") == "Ready"), {})
+        reason = new.get("reason") or ready.get("reason")
         ctx.log.info(f"ModelService {meta['namespace']}/{meta['name']}: phase {phase}, reason {reason or '-'}")
         warning = phase in WARNING_PHASES or reason == "RetryingAPIError"
         await events.record(ctx.kube, {**msvc, "kind": KIND, "apiVersion": API_VERSION},
@@ -96,7 +110,7 @@ async def _write(ctx: Context, msvc: Mapping[str, Any], new: Mapping[str, Any]) 
     return patch
 
 
-async def _sync(ctx: Context, msvc: dict[str, Any], *, force: bool) -> dict[str, Any] | None:
+async def _sync(ctx: Context, msvc: dict[str, Any], *, force: bool) -> Outcome:
     meta = msvc["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     old = msvc.get("status") or {}
@@ -150,7 +164,8 @@ async def _sync(ctx: Context, msvc: dict[str, Any], *, force: bool) -> dict[str,
     patch = await _write(ctx, msvc, new)
     if patch and new["phase"] == "Ready" and comp is not None and comp.status is not None:
         await _prune_compression_jobs(ctx, namespace, name, keep=str(comp.status["job"]))
-    return patch
+    again = [t for t in (WAITING_RECHECK_S if comp is not None and comp.running else None, canary.requeue_s) if t]
+    return Outcome(patch, min(again) if again else None)
 
 
 async def _prune_compression_jobs(ctx: Context, namespace: str, name: str, *, keep: str) -> None:

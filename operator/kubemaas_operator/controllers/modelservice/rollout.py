@@ -5,7 +5,7 @@ over an object another resource controls (a Conflict instead), and a refusal by 
 server that no retry can fix (400, 422: a name the API will not accept) is reported, not retried.
 
 Replicas are handed over to the HPA without a capacity drop: when ``spec.autoscaling`` appears,
-the operator first moves the ownership of ``spec.replicas`` to a hand-over field manager at
+the operator first makes a hand-over field manager co-own ``spec.replicas`` at
 min(max(current, minReplicas), maxReplicas) (Kubernetes' documented "transferring ownership"
 recipe for server-side apply), so applying the Deployment without ``replicas`` does not reset
 it to 1; when autoscaling goes away, the HPA is deleted before ``spec.replicas`` is applied.
@@ -72,8 +72,10 @@ async def _hand_over(ctx: Context, deploy: Mapping[str, Any], spec: ModelService
     meta = deploy["metadata"]
     current = (deploy.get("spec") or {}).get("replicas")
     count = handover_replicas(current, spec.autoscaling.min_replicas, spec.autoscaling.max_replicas)
-    await ctx.kube.merge_patch("apps/v1", "Deployment", meta["namespace"], meta["name"],
-                               {"spec": {"replicas": count}}, field_manager=HANDOVER_MANAGER)
+    # An Apply (not an Update) by another manager: it becomes a co-owner even of an unchanged value.
+    handover = {"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": meta["name"], "namespace": meta["namespace"]}, "spec": {"replicas": count}}
+    await ctx.kube.apply(handover, force=True, field_manager=HANDOVER_MANAGER)
 
 
 async def roll_out(

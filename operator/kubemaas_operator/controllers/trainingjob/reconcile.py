@@ -56,6 +56,9 @@ from kubemaas_operator.kube.patching import write_status
 KIND = "TrainingJob"
 PERMANENT_STATUSES = frozenset({400, 422})
 CONFLICT_RECHECK_S = 30.0
+WAITING_RECHECK_S = 10.0
+"""While the gang's Job has no active pod, look again this often: the Job controller reports a
+refused pod (a quota, pod admission) only as an Event, which no watch of ours sees."""
 RETRYING = "RetryingAPIError"
 
 
@@ -145,6 +148,8 @@ async def _sync(ctx: Context, tj: dict[str, Any]) -> float | None:
     await _write(ctx, tj, new)
     if found.action == "finish":
         return await _after_finish(ctx, tj, spec, {**old, **new})
+    if found.phase in ("Pending", "Restarting") and found.replicas.active == 0:
+        return WAITING_RECHECK_S
     return None
 
 

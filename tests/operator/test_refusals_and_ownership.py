@@ -1,0 +1,81 @@
+"""Pure readings behind the operator's refusals: who controls a child, who owns a field, how
+many replicas the HPA takes over, which Job Event is a pod-creation refusal, what an API error says."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from kubemaas_operator.controllers.modelservice.rollout import handover_replicas, refused
+from kubemaas_operator.kube.client import api_message
+from kubemaas_operator.kube.events import event_body
+from kubemaas_operator.kube.observe import Problem, refusal
+from kubemaas_operator.kube.ownership import field_owners, foreign_controller
+
+
+def owned_by(kind: str, name: str, uid: str) -> dict[str, Any]:
+    return {"metadata": {"ownerReferences": [
+        {"kind": "Other", "name": "x", "uid": "u-other", "controller": False},
+        {"kind": kind, "name": name, "uid": uid, "controller": True},
+    ]}}
+
+
+def test_foreign_controller_names_another_resources_controller_only() -> None:
+    assert foreign_controller(owned_by("TrainingJob", "fraud", "u-tj"), "u-msvc") == "TrainingJob/fraud"
+    assert foreign_controller(owned_by("ModelService", "m", "u-msvc"), "u-msvc") is None
+    assert foreign_controller({"metadata": {}}, "u-msvc") is None
+    assert foreign_controller(None, "u-msvc") is None
+
+
+def test_field_owners_reads_managed_fields_of_the_main_resource() -> None:
+    deploy = {"metadata": {"managedFields": [
+        {"manager": "kubemaas-operator", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+        {"manager": "kubectl", "operation": "Update", "subresource": "scale", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+        {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:status": {}}},
+    ]}}
+    assert field_owners(deploy, ("spec", "replicas")) == ["kubemaas-operator"]
+    assert field_owners(deploy, ("spec", "template")) == []
+
+
+def test_the_hpa_takes_over_the_current_replicas_within_its_range() -> None:
+    assert handover_replicas(4, 3, 6) == 4  # no drop to 1, no jump to minReplicas
+    assert handover_replicas(1, 3, 6) == 3
+    assert handover_replicas(9, 3, 6) == 6
+    assert handover_replicas(None, 2, 6) == 2
+
+
+def test_only_warning_failed_create_events_are_refusals_and_the_newest_wins() -> None:
+    def event(reason: str, message: str, stamp: str, type_: str = "Warning") -> dict[str, Any]:
+        return {"type": type_, "reason": reason, "message": message, "lastTimestamp": stamp,
+                "involvedObject": {"kind": "Job", "name": "tj-r0"}}
+
+    events = [
+        event("SuccessfulCreate", "Created pod", "2026-01-01T00:00:03Z", "Normal"),
+        event("FailedCreate", "pods is forbidden: exceeded quota: q, requested: pods=1", "2026-01-01T00:00:02Z"),
+        event("FailedCreate", "pods is forbidden: exceeded quota: q, requested: pods=2", "2026-01-01T00:00:01Z"),
+    ]
+    assert refusal(events) == Problem("FailedCreate", "Job tj-r0: pods is forbidden: exceeded quota: q, requested: pods=1")
+    assert refusal(events[:1]) is None
+
+
+def test_a_refused_child_carries_the_api_servers_own_message() -> None:
+    exc = ApiException(status=422, reason="Unprocessable Entity")
+    exc.body = json.dumps({"kind": "Status", "message": 'Deployment.apps "m" is invalid: spec...: must be less'})
+    cond = refused({"kind": "Deployment", "metadata": {"name": "m"}}, exc)
+    assert (cond.type, cond.status, cond.reason) == ("Ready", "False", "ChildRefused")
+    assert cond.message == ('the API server refused Deployment m: 422 Deployment.apps "m" is invalid: '
+                            "spec...: must be less")
+    assert api_message(ApiException(status=503, reason="Service Unavailable")) == "Service Unavailable"
+
+
+def test_an_event_names_its_object_and_our_component() -> None:
+    tj = {"apiVersion": "kubemaas.io/v1alpha1", "kind": "TrainingJob",
+          "metadata": {"name": "digits", "namespace": "ml", "uid": "u-1", "resourceVersion": "7"}}
+    body = event_body(tj, "Warning", "RankFailed", "rank 1 failed")
+    assert body["involvedObject"] == {"apiVersion": "kubemaas.io/v1alpha1", "kind": "TrainingJob", "name": "digits",
+                                      "namespace": "ml", "uid": "u-1", "resourceVersion": "7"}
+    assert (body["type"], body["reason"], body["message"], body["source"]) == (
+        "Warning", "RankFailed", "rank 1 failed", {"component": "kubemaas-operator"})
+    assert body["metadata"] == {"generateName": "digits.", "namespace": "ml"}
