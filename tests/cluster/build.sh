@@ -2,7 +2,7 @@
 # Builds the test control plane's binaries from the Go modules pinned beside this
 # script: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
 # kwok and helm. With --node, builds instead the real Node's binaries for `make e2e`:
-# kubelet and kube-proxy (module node/, the same k8s.io/kubernetes release) and
+# kubelet and kube-proxy (module k8s-node/, the same k8s.io/kubernetes release) and
 # CoreDNS (module coredns/).
 #
 # Output: ~/.cache/kubemaas/k8s-<version>-<pin hash>/bin, or $KUBEMAAS_K8S_BIN_DIR;
@@ -25,7 +25,7 @@ if [[ "${1:-}" == "--node" ]]; then
   shift
 fi
 if $node; then
-  modules=(node coredns)
+  modules=(k8s-node coredns)
 else
   modules=(k8s etcd kwok helm)
 fi
@@ -44,8 +44,8 @@ done
 # Keep in step with harness.k8s_version(): the k8s.io/kubernetes requirement.
 k8s_version="$(sed -nE 's#^[[:space:]]*(require[[:space:]]+)?k8s\.io/kubernetes[[:space:]]+(v[0-9][^[:space:]]*).*#\2#p' "$here/k8s/go.mod" | head -n1)"
 [[ -n "$k8s_version" ]] || die "no k8s.io/kubernetes requirement in $here/k8s/go.mod"
-node_k8s_version="$(sed -nE 's#^[[:space:]]*(require[[:space:]]+)?k8s\.io/kubernetes[[:space:]]+(v[0-9][^[:space:]]*).*#\2#p' "$here/node/go.mod" | head -n1)"
-[[ "$node_k8s_version" == "$k8s_version" ]] || die "node/go.mod pins k8s.io/kubernetes $node_k8s_version but k8s/go.mod pins $k8s_version: keep them equal"
+node_k8s_version="$(sed -nE 's#^[[:space:]]*(require[[:space:]]+)?k8s\.io/kubernetes[[:space:]]+(v[0-9][^[:space:]]*).*#\2#p' "$here/k8s-node/go.mod" | head -n1)"
+[[ "$node_k8s_version" == "$k8s_version" ]] || die "k8s-node/go.mod pins k8s.io/kubernetes $node_k8s_version but k8s/go.mod pins $k8s_version: keep them equal"
 pin_hash="$(cat "${pin_files[@]}" | sha256sum | cut -c1-12)"
 if $node; then
   bin_dir="${KUBEMAAS_NODE_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubemaas/node-$k8s_version-$pin_hash/bin}"
@@ -85,8 +85,8 @@ done
 # name|module dir|package|ldflags
 if $node; then
   targets=(
-    "kubelet|node|k8s.io/kubernetes/cmd/kubelet|$kube_ldflags"
-    "kube-proxy|node|k8s.io/kubernetes/cmd/kube-proxy|$kube_ldflags"
+    "kubelet|k8s-node|k8s.io/kubernetes/cmd/kubelet|$kube_ldflags"
+    "kube-proxy|k8s-node|k8s.io/kubernetes/cmd/kube-proxy|$kube_ldflags"
     "coredns|coredns|github.com/coredns/coredns|-s -w"
   )
 else

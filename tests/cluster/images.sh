@@ -148,4 +148,8 @@ for target in "${targets[@]}"; do
     --target "$target" --tag "$image" --file "$root/Dockerfile" "$root" >/dev/null
   size="$(podman "${podman_flags[@]}" image inspect --format '{{.Size}}' "$image")"
   echo "images.sh: built $image in $((SECONDS - start))s ($((size / 1000000)) MB)"
+  # Older builds of this target only fill the disk; the layers the new one shares stay.
+  for old in $(podman "${podman_flags[@]}" images --format '{{.Repository}}:{{.Tag}}' "localhost/kubemaas/$target"); do
+    [[ "$old" == "$image" ]] || podman "${podman_flags[@]}" rmi "$old" >/dev/null 2>&1 || true
+  done
 done

@@ -72,7 +72,7 @@ KUBE_PROXY = "kube-proxy"
 COREDNS = "coredns"
 CONTAINERD = "containerd"
 NODE_BINARIES = (KUBELET, KUBE_PROXY, COREDNS)
-NODE_GO_MODULES = ("node", "coredns")
+NODE_GO_MODULES = ("k8s-node", "coredns")
 # Debian packages (bookworm) that provide what the node runs besides our Go binaries.
 APT_PACKAGES = (
     "containerd",
@@ -107,6 +107,7 @@ SYSCTLS_SET = {
 SYSCTLS_KUBELET = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
 IPTABLES = ("iptables", "ip6tables")
 STOP_GRACE_SECONDS = 15.0
+OWN_IMAGES = "localhost/kubemaas/"  # what tests/cluster/images.sh builds
 
 
 def node_bin_dir() -> Path:
@@ -307,6 +308,7 @@ class RealNode:
     def import_images(self, refs: Iterable[str]) -> dict[str, float]:
         """Copy podman images into containerd (`podman save` docker-archive | `ctr import`),
         skipping those already there. Returns seconds per imported reference."""
+        refs = list(refs)
         have = self.images()
         took: dict[str, float] = {}
         for ref in refs:
@@ -358,9 +360,13 @@ class RealNode:
                     f"ctr import: {load.stderr.decode(errors='replace').strip()}"
                 )
             took[ref] = time.monotonic() - began
-        missing = [ref for ref in refs if ref not in self.images()] if took else []
+        now = self.images()
+        missing = [ref for ref in refs if ref not in now]
         if missing:
             raise ControlPlaneError(f"containerd lacks {missing} after import")
+        # Older builds of our images only fill the disk (containerd's GC drops their unshared layers).
+        for stale in sorted(ref for ref in now - set(refs) if ref.startswith(OWN_IMAGES)):
+            self.ctr("images", "rm", stale)
         return took
 
     def logs(self, name: str) -> str:

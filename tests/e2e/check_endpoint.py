@@ -50,8 +50,9 @@ def wait_ready(client: httpclient.InferenceServerClient, model: str, timeout: fl
         time.sleep(0.5)
 
 
-def check(url: str, model: str, *, min_accuracy: float, batch: int, test_fraction: float, seed: int,
-          timeout: float) -> dict[str, Any]:
+def check(
+    url: str, model: str, *, min_accuracy: float, batch: int, test_fraction: float, seed: int, timeout: float
+) -> dict[str, Any]:
     client = httpclient.InferenceServerClient(url=url, connection_timeout=10.0, network_timeout=30.0)
     wait_ready(client, model, timeout)
     metadata = client.get_model_metadata(model)
@@ -69,11 +70,15 @@ def check(url: str, model: str, *, min_accuracy: float, batch: int, test_fractio
         )
         response = result.get_response()
         if response.get("id") != request_id:
-            raise SystemExit(f"check_endpoint: response id {response.get('id')!r} != request id {request_id!r}")
+            raise SystemExit(
+                f"check_endpoint: response id {response.get('id')!r} != request id {request_id!r}"
+            )
         scores = result.as_numpy(output_name)
         if scores is None or scores.shape[0] != len(rows):
-            raise SystemExit(f"check_endpoint: output {output_name!r} has shape "
-                             f"{None if scores is None else scores.shape}, expected {len(rows)} rows")
+            raise SystemExit(
+                f"check_endpoint: output {output_name!r} has shape "
+                f"{None if scores is None else scores.shape}, expected {len(rows)} rows"
+            )
         predictions.append(np.argmax(scores, axis=1))
     accuracy = float(np.mean(np.concatenate(predictions) == y))
     report = {
@@ -88,8 +93,10 @@ def check(url: str, model: str, *, min_accuracy: float, batch: int, test_fractio
     }
     print(json.dumps(report))
     if accuracy < min_accuracy:
-        raise SystemExit(f"check_endpoint: accuracy {accuracy:.4f} on {len(y)} held-out digits is below "
-                         f"--min-accuracy {min_accuracy}")
+        raise SystemExit(
+            f"check_endpoint: accuracy {accuracy:.4f} on {len(y)} held-out digits is below "
+            f"--min-accuracy {min_accuracy}"
+        )
     return report
 
 
@@ -107,8 +114,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--min-accuracy must be within [0, 1], got {args.min_accuracy}")
     if args.batch < 1:
         parser.error(f"--batch must be at least 1, got {args.batch}")
-    check(args.url, args.model, min_accuracy=args.min_accuracy, batch=args.batch,
-          test_fraction=args.test_fraction, seed=args.seed, timeout=args.timeout)
+    check(
+        args.url,
+        args.model,
+        min_accuracy=args.min_accuracy,
+        batch=args.batch,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        timeout=args.timeout,
+    )
     return 0
 
 

@@ -57,9 +57,10 @@ trap 'rm -f "$KUBEMAAS_E2E_IMAGES"' EXIT
 bash tests/cluster/images.sh --print-tags >"$KUBEMAAS_E2E_IMAGES"
 bash tests/cluster/images.sh --tags-from "$KUBEMAAS_E2E_IMAGES" operator serving training pause
 
+# -x: each test builds on the ones before it.
 phase "tests/e2e/test_realpods.py"
 status=0
-KUBEMAAS_E2E=1 "$python" -m pytest tests/e2e/test_realpods.py -p no:cacheprovider -v -rs || status=$?
+KUBEMAAS_E2E=1 "$python" -m pytest tests/e2e/test_realpods.py -p no:cacheprovider -v -rs -x || status=$?
 if [[ -s "$KUBEMAAS_E2E_REPORT" ]]; then
   phase "measured ($KUBEMAAS_E2E_REPORT)"
   cat "$KUBEMAAS_E2E_REPORT"

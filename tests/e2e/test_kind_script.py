@@ -34,7 +34,9 @@ CHECKER = ROOT / "tests" / "e2e" / "check_endpoint.py"
 
 
 def test_script_parses() -> None:
-    done = subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        ["bash", "-n", str(SCRIPT)], capture_output=True, text=True, timeout=30, check=False
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -69,7 +71,11 @@ def test_skips_without_a_docker_cli(tmp_path: Path) -> None:
     bash = shutil.which("bash")
     assert bash is not None
     done = subprocess.run(
-        [bash, str(SCRIPT)], capture_output=True, text=True, timeout=60, check=False,
+        [bash, str(SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         env={"PATH": str(tmp_path), "HOME": str(tmp_path)},
     )
     assert (done.returncode, done.stdout) == (0, "skipped: docker/kind not found: no docker CLI on PATH\n")
@@ -121,8 +127,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, floa
     """
     bundle = tmp_path_factory.mktemp("e2e") / "bundle"
     expected = _linear_digits_bundle(bundle)
-    server = ServeProcess(bundle, bundle.parent / "serve.log",
-                          env={"KUBEMAAS_TERMINATION_LOG": os.devnull}).start()
+    server = ServeProcess(
+        bundle, bundle.parent / "serve.log", env={"KUBEMAAS_TERMINATION_LOG": os.devnull}
+    ).start()
     try:
         yield server.host_port, expected
     finally:
@@ -132,7 +139,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, floa
 def _check(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(CHECKER), "--url", url, "--model", "digits-linear", "--timeout", "90", *extra],
-        capture_output=True, text=True, timeout=180, check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -119,6 +120,10 @@ class Cluster:
         return "\n".join(parts)
 
 
+def _raise_system_exit(signum: int, frame: object) -> None:
+    raise SystemExit(f"terminated by signal {signum}: tearing the real Node down")
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     if os.environ.get("KUBEMAAS_E2E") != "1":
@@ -136,6 +141,9 @@ def cluster() -> Iterator[Cluster]:
         pytest.fail(f"images not built: {', '.join(absent)} (bash tests/cluster/images.sh)", pytrace=False)
     store = Path(tempfile.mkdtemp(prefix="kubemaas-e2e-store-"))
     store.chmod(0o777)  # hostPath: the workload pods' non-root uid writes bundles here
+    # SIGTERM (a CI timeout, `kill`) would end Python without the teardown below, leaving the
+    # bridge, iptables chains and containers behind: turn it into an exception instead.
+    previous = signal.signal(signal.SIGTERM, _raise_system_exit)
     node = RealNode(pause_image=tags["pause"], timeout=180).start()
     cp = ControlPlane(node_ip=NODE_IP, crds_dir=None, timeout=120)
     began = time.monotonic()
@@ -159,6 +167,7 @@ def cluster() -> Iterator[Cluster]:
         finally:
             cp.stop()
             shutil.rmtree(store, ignore_errors=True)
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _repo_image(ref: str) -> tuple[str, str]:

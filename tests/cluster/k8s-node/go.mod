@@ -2,7 +2,7 @@
 // `make e2e` (see ../README.md): the same k8s.io/kubernetes version and replace block
 // as ../k8s, in a module of its own so that the control plane's pin (and so its
 // cache directory) does not change when node binaries are added.
-module kubemaas.dev/tests/cluster/node
+module kubemaas.dev/tests/cluster/k8s-node
 
 go 1.24.0
 
