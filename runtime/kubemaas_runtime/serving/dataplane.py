@@ -39,6 +39,8 @@ def batch_rows(tensors: Feeds, axis: int | None) -> int:
     when inputs disagree."""
     if axis is None:
         return 1
+    if len(tensors) == 1:
+        return int(next(iter(tensors.values())).shape[axis])
     rows = {a.shape[axis] for a in tensors.values() if a.ndim > axis}
     if len(rows) != 1:
         raise InvalidInput(f"inputs disagree on the batch size (dimension {axis}): {sorted(rows)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -94,7 +95,9 @@ def check_integer_range(arr: np.ndarray, datatype: str, where: str) -> None:
 def check_float_range(arr: np.ndarray, source: Any, datatype: str, where: str) -> None:
     """Raise ``InvalidInput`` when a finite value became infinite in ``arr`` (FP16 70000 is
     out of range); NaN and infinities sent as such pass. ``source`` is what ``arr`` was built from."""
-    if not arr.size or np.isfinite(arr).all():
+    if not arr.size or math.isfinite(arr.sum()):  # one reduction, no temporary; rarely not finite
+        return
+    if np.isfinite(arr).all():  # the sum overflowed, no element did
         return
     wide = np.asarray(source, dtype=np.float64).reshape(arr.shape)
     overflow = np.isfinite(wide) & ~np.isfinite(arr)
