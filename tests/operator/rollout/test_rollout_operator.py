@@ -212,3 +212,35 @@ def test_canary_that_crash_loops_is_rolled_back(
     assert "checksum mismatch" in why
     assert obj["status"]["reason"] == f"RolledBack: {why}"  # stable is Ready: REASON says what happened
     assert fetched(deploy(control_plane, ns, "m")) == "s3://bucket/v1"
+
+
+def test_rolling_update_is_the_default_and_keeps_a_history(
+    control_plane: ControlPlane, operator_process: OperatorProcess, namespace: str
+) -> None:
+    ns = namespace
+    apply(control_plane, ns, "s3://bucket/v1", rollout={})
+    rollout_in(control_plane, ns, "Stable")
+    apply(control_plane, ns, "s3://bucket/v2", rollout={})
+    obj = poll(lambda: (o := msvc(control_plane, ns)) and len(o["status"].get("history") or []) == 2 and o,
+               timeout=60, what="a second history entry")
+    assert [(h["uri"], h["outcome"], h["why"]) for h in obj["status"]["history"]] == [
+        ("s3://bucket/v1", "Deployed", "first revision"), ("s3://bucket/v2", "Promoted", "RollingUpdate strategy")]
+    assert fetched(deploy(control_plane, ns, "m")) == "s3://bucket/v2"
+    assert deploy(control_plane, ns, "m-canary") is None
+
+
+def test_no_evidence_pauses_the_rollout_and_says_why(
+    control_plane: ControlPlane, operator_process: OperatorProcess, namespace: str
+) -> None:
+    """kwok's pods serve nothing, so no interval is ever conclusive: after inconclusiveLimit the
+    rollout pauses (the operator keeps reconciling on its own timer; no event is needed)."""
+    ns = namespace
+    rollout = {**ROLLOUT, "analysis": {"interval": "1s", "inconclusiveLimit": "3s"}}
+    apply(control_plane, ns, "s3://bucket/v1", rollout)
+    rollout_in(control_plane, ns, "Stable")
+    apply(control_plane, ns, "s3://bucket/v2", rollout)
+    obj = rollout_in(control_plane, ns, "Paused", timeout=90)
+    st = obj["status"]["rollout"]
+    assert st["reason"].startswith("paused: no conclusive analysis for 3s (canary answered 0 requests")
+    assert (st["column"], st["weight"], st["lastAnalysis"]["decision"]) == ("paused 25%", 25, "inconclusive")
+    poll(lambda: "CanaryPaused" in reasons(control_plane, ns), timeout=30, what="the CanaryPaused Event")
