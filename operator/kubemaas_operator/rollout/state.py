@@ -60,10 +60,12 @@ def spec_revision(spec: Mapping[str, Any]) -> str:
 
 
 def rfc3339(t: float) -> str:
+    """Seconds since the epoch -> ``2026-01-01T00:00:00Z`` (whole seconds, as Kubernetes writes times)."""
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def from_rfc3339(s: str) -> float:
+    """``2026-01-01T00:00:00Z`` -> seconds since the epoch; raises ValueError on another format."""
     return dt.datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
 
 

@@ -59,6 +59,7 @@ class CanaryResult:
 
 
 def revision(bundle: ServingBundle) -> machine.Revision:
+    """The state machine's view of a bundle: sha256 (may be empty for a plain uri), uri, variant."""
     return machine.Revision(bundle.sha256, bundle.uri, bundle.variant)
 
 
