@@ -33,6 +33,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._head_bytes = 0
         self._in_head = True
+        self._begun = False  # no byte of a request yet: a timeout then closes without an answer
         self._head_timer: asyncio.TimerHandle | None = None
         self._arm()
 
@@ -56,6 +57,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope[DEPARTURE] = Departure()  # type: ignore[literal-required]
+        self._begun = True
         self._in_head = True
         self._head_bytes = 0
         self._arm()
@@ -82,8 +84,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self._in_head and not self.transport.is_closing():
-            self._refuse(408, f"the request line and headers did not arrive within {self.head_timeout_s:g}s")
+        if not self._in_head or self.transport.is_closing():
+            return
+        if not self._begun:
+            # Nothing was sent: close quietly, as uvicorn's keep-alive timeout does. An
+            # unsolicited 408 could be read by a pooled client as the answer to its next request.
+            self.transport.close()
+            return
+        self._refuse(408, f"the request line and headers did not arrive within {self.head_timeout_s:g}s")
 
     def _refuse(self, status: int, message: str) -> None:
         self._disarm()

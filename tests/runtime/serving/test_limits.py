@@ -129,3 +129,12 @@ def test_clients_that_leave_before_their_answer_count_as_499(slow_dir: Path, tmp
         assert gauge(server, "kubemaas_requests_total", 'status="500"') == 0
     finally:
         assert server.stop() == 0
+
+
+def test_a_connection_that_sends_nothing_is_closed_without_an_answer(mlp_dir: Path, tmp_path: Path) -> None:
+    server = start_server(mlp_dir, tmp_path / "idle.log", header_timeout_s="1")
+    try:
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        assert s.recv(1024) == b""  # closed after the timeout, no unsolicited 408
+    finally:
+        assert server.stop() == 0
