@@ -74,6 +74,7 @@ def _rules(schema: dict[str, Any], path: str) -> Iterator[tuple[str, str]]:
 
 
 def render_crd(crd: dict[str, Any]) -> str:
+    """The Markdown reference of one CRD: names, printer columns, spec and status fields, CEL rules."""
     names = crd["spec"]["names"]
     version = next(v for v in crd["spec"]["versions"] if v.get("storage", True))
     root: dict[str, Any] = version["schema"]["openAPIV3Schema"]
@@ -102,6 +103,7 @@ def render_crd(crd: dict[str, Any]) -> str:
 
 
 def render(crd_dir: Path) -> str:
+    """The reference of every CRD in ``crd_dir`` (sorted by file name)."""
     docs = []
     for path in sorted(crd_dir.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
@@ -111,6 +113,7 @@ def render(crd_dir: Path) -> str:
 
 
 def splice(readme: str, reference: str) -> str:
+    """The README with the text between the markers replaced; raises ValueError when they are missing."""
     if START not in readme or END not in readme:
         raise ValueError(f"README lacks the markers {START} and {END}")
     head, rest = readme.split(START, 1)
@@ -119,6 +122,7 @@ def splice(readme: str, reference: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m kubemaas_operator.crd_reference [ROOT]``: rewrite ROOT/README.md's reference."""
     args = list(sys.argv[1:] if argv is None else argv)
     root = Path(args[0]) if args else Path.cwd()
     readme = root / "README.md"

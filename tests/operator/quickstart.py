@@ -172,7 +172,7 @@ def run(plane: ControlPlane, namespace: str, files: Sequence[Path] = (TRAININGJO
               f"ModelService {msvc} REASON WaitingForTraining")
     waiting = table(out.record(plane, "get", "tj,msvc", *ns))
     assert [(r["NAME"], r.get("PHASE"), r.get("READY"), r.get("REASON")) for r in waiting] == [
-        (f"trainingjob.kubemaas.io/{tj}", "Running", None, None),
+        (f"trainingjob.kubemaas.io/{tj}", "Running", None, "AllRanksRunning"),
         (f"modelservice.kubemaas.io/{msvc}", None, "False", "WaitingForTraining"),
     ]
     assert waiting[1]["VARIANT"] == ""

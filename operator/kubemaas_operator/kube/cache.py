@@ -17,11 +17,13 @@ CacheKey = tuple[str, str, str]
 
 
 class Cache:
+    """Objects by (kind, namespace, name); see the module doc."""
     def __init__(self) -> None:
         self._objects: dict[CacheKey, dict[str, Any]] = {}
 
     @staticmethod
     def key(obj: Mapping[str, Any]) -> CacheKey:
+        """The cache key of an object body (kind, namespace, name)."""
         meta = obj["metadata"]
         return (str(obj["kind"]), str(meta.get("namespace") or ""), str(meta["name"]))
 
@@ -42,6 +44,7 @@ class Cache:
         self._objects[key] = body
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The cached object, or None (then read it from the API)."""
         return self._objects.get((kind, namespace, name))
 
     def select(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -55,6 +58,7 @@ class Cache:
         return out
 
     def drop(self, kind: str, namespace: str, name: str) -> None:
+        """Forget an object (it was deleted)."""
         self._objects.pop((kind, namespace, name), None)
 
     def __len__(self) -> int:

@@ -25,22 +25,27 @@ class Condition:
 
     @property
     def ok(self) -> bool:
+        """Whether the status is True."""
         return self.status == "True"
 
 
 def now_rfc3339() -> str:
+    """The current UTC time as the API writes it, e.g. ``2026-01-02T03:04:05Z``."""
     return dt.datetime.now(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def true(type_: str, reason: str, message: str = "") -> Condition:
+    """A condition with status True."""
     return Condition(type_, "True", reason, message)
 
 
 def false(type_: str, reason: str, message: str = "") -> Condition:
+    """A condition with status False."""
     return Condition(type_, "False", reason, message)
 
 
 def unknown(type_: str, reason: str, message: str = "") -> Condition:
+    """A condition with status Unknown."""
     return Condition(type_, "Unknown", reason, message)
 
 
@@ -83,6 +88,7 @@ def find(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[
 
 
 def is_true(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> bool:
+    """Whether the condition of ``type_`` in a conditions list is True."""
     cond = find(conditions, type_)
     return cond is not None and cond.get("status") == "True"
 

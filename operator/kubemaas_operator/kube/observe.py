@@ -126,6 +126,7 @@ JobState = Literal["Running", "Succeeded", "Failed"]
 
 @dataclass(frozen=True)
 class JobOutcome:
+    """How a Job ended (or that it still runs), with its pod's termination message."""
     state: JobState
     message: str
     """The finished pod's termination message ("" when none)."""

@@ -69,6 +69,7 @@ class ServingBundle:
     """metadata.uid of that TrainingJob."""
 
     def annotations(self) -> dict[str, str]:
+        """The Deployment annotations recording this bundle (read back by ``serving_bundle_of``)."""
         out = {ANNOTATION_BUNDLE_URI: self.uri, ANNOTATION_VARIANT: self.variant}
         if self.sha256:
             out[ANNOTATION_BUNDLE_SHA] = self.sha256
@@ -103,10 +104,12 @@ class ServingBundle:
 
 
 def predictor_name(msvc: str) -> str:
+    """The serving Deployment's (and HPA's) name: the ModelService's own."""
     return child_name(msvc)
 
 
 def match_labels(msvc: str) -> dict[str, str]:
+    """Labels selecting the serving pods of ``msvc`` (the Deployment's and the Service's selector)."""
     return {LABEL_MODELSERVICE: msvc, LABEL_COMPONENT: COMPONENT}
 
 
@@ -116,6 +119,7 @@ def selector(msvc: str) -> str:
 
 
 def url(msvc: str, namespace: str) -> str:
+    """The in-cluster Open Inference Protocol v2 URL of ``msvc`` (status.url)."""
     return f"http://{msvc}.{namespace}.svc.cluster.local/v2/models/{msvc}"
 
 

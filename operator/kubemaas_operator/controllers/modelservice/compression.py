@@ -39,6 +39,7 @@ class Variant(BaseModel):
 
 
 class BundleRef(BaseModel):
+    """The compressed bundle the report points at (uri and sha256)."""
     model_config = ConfigDict(extra="ignore")
 
     uri: str
@@ -56,6 +57,7 @@ class Report(BaseModel):
     variants: list[Variant] = Field(default_factory=list)
 
     def variant(self, name: str | None) -> Variant | None:
+        """The measured variant called ``name``, or None."""
         return next((v for v in self.variants if v.name == name), None)
 
     def status(self) -> dict[str, Any]:
@@ -104,6 +106,7 @@ class ReportError(ValueError):
 
 
 def parse_report(message: str) -> Report:
+    """The compression report in a termination message; raises ReportError naming what is wrong."""
     try:
         raw = json.loads(message)
     except json.JSONDecodeError as exc:
@@ -126,6 +129,7 @@ def job_name(msvc: str, source_sha256: str, spec: ModelServiceSpec) -> str:
 
 
 def output_uri(store: str, namespace: str, msvc: str, source_sha256: str, spec: ModelServiceSpec) -> str:
+    """Where the compression Job writes its bundle: ``<store>/<namespace>/<msvc>/<digest8>``."""
     return f"{store.rstrip('/')}/{namespace}/{msvc}/{digest(source_sha256, spec)}"
 
 

@@ -48,6 +48,7 @@ def service_name(tj: str) -> str:
 
 
 def job_name(tj: str, restarts: int) -> str:
+    """``<tj>-r<restarts>``: the Indexed Job of gang generation ``restarts``."""
     return f"{tj}-r{restarts}"
 
 
@@ -57,10 +58,12 @@ def master_addr(tj: str, restarts: int) -> str:
 
 
 def selector_labels(tj: str) -> dict[str, str]:
+    """Labels selecting every pod of ``tj`` (the headless Service's selector)."""
     return {common.LABEL_TRAININGJOB: tj}
 
 
 def child_labels(tj: str, restarts: int | None = None) -> dict[str, str]:
+    """Labels of a child of ``tj`` (and of its pods), with the generation when given."""
     extra = selector_labels(tj)
     if restarts is not None:
         extra[LABEL_RESTART] = str(restarts)
@@ -105,6 +108,7 @@ def _rank_from_index() -> dict[str, Any]:
 
 
 def env_contract(spec: TrainingJobSpec, owner: Mapping[str, Any], restarts: int) -> list[dict[str, Any]]:
+    """The Kubeflow env contract of every rank (plain and torchrun forms) plus the lineage env; see the module doc."""
     meta = owner["metadata"]
     tj = str(meta["name"])
     addr = master_addr(tj, restarts)

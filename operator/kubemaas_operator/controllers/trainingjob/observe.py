@@ -39,16 +39,19 @@ _MESSAGE_LIMIT = 512
 
 @dataclass(frozen=True)
 class ReplicaCounts:
+    """status.replicaStatuses: pods active, ranks succeeded, pods failed (of the current generation)."""
     active: int = 0
     succeeded: int = 0
     failed: int = 0
 
     def as_status(self) -> dict[str, int]:
+        """The ``status.replicaStatuses`` object."""
         return {"active": self.active, "succeeded": self.succeeded, "failed": self.failed}
 
 
 @dataclass(frozen=True)
 class Assessment:
+    """What ``assess`` found: phase, reason, message, the next action, counts and the artifact."""
     phase: Phase
     reason: str
     message: str
