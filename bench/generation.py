@@ -167,6 +167,7 @@ def scheduler_alone(bundle: Path, ids: list[list[int]]) -> Load:
     from kubemaas_runtime.generation.tokenizer import TextTokenizer
 
     decoder = Decoder(bundle, read_genai_config(bundle), slots=32)
+    decoder.warm_up()  # as the server does before it reports ready
     scheduler = Scheduler(decoder, TextTokenizer(bundle), GenerationMetrics("bench"), max_waiting=64)
     done = threading.Semaphore(0)
     first: list[float] = []
@@ -202,40 +203,48 @@ def server_ttft_mean_ms(url: str) -> tuple[float, float]:
 
 
 async def stream_load(url: str, label: str, concurrency: int, ids: list[list[int]], rounds: int) -> Load:
-    import httpx
+    """Streaming clients on raw asyncio sockets (an HTTP library per chunk would make the client the bottleneck)."""
+    import re
 
+    host, port = url.removeprefix("http://").split(":")
     ttfts: list[float] = []
     gaps: list[float] = []
     tokens = 0
+    usage = re.compile(rb'"completion_tokens":(\d+)')
 
-    async def worker(i: int, client: httpx.AsyncClient) -> None:
+    async def one(prompt: list[int]) -> None:
         nonlocal tokens
+        body = json.dumps({"model": "textgen", "prompt": prompt_text[id(prompt)], "max_tokens": MAX_TOKENS,
+                           "stream": True, "ignore_eos": True, "temperature": 0,
+                           "stream_options": {"include_usage": True}}).encode()
+        start = time.perf_counter()
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                     b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        previous = None
+        seen = b""
+        while chunk := await reader.read(65536):
+            now = time.perf_counter()
+            events = chunk.count(b'"text_completion"')
+            if events and b'"choices":[]' not in chunk:
+                if previous is None:
+                    ttfts.append(now - start)
+                else:
+                    gaps.append(now - previous)
+                previous = now
+            seen = (seen + chunk)[-4096:]
+        writer.close()
+        found = usage.findall(seen)
+        tokens += int(found[-1]) if found else 0
+
+    async def worker(i: int) -> None:
         await asyncio.sleep(i * STAGGER_S)
         for r in range(rounds):
-            prompt = ids[(i * rounds + r) % len(ids)]
-            body = {"model": "textgen", "prompt": prompt_text[id(prompt)], "max_tokens": MAX_TOKENS, "stream": True,
-                    "ignore_eos": True, "temperature": 0, "stream_options": {"include_usage": True}}
-            start = time.perf_counter()
-            previous = None
-            async with client.stream("POST", f"{url}/v1/completions", json=body) as resp:
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data: {"):
-                        continue
-                    now = time.perf_counter()
-                    if '"usage"' in line:
-                        tokens += json.loads(line[6:])["usage"]["completion_tokens"]
-                        continue
-                    if previous is None:
-                        ttfts.append(now - start)
-                    else:
-                        gaps.append(now - previous)
-                    previous = now
+            await one(ids[(i * rounds + r) % len(ids)])
 
-    limits = __import__("httpx").Limits(max_connections=concurrency + 4)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        began = time.perf_counter()
-        await asyncio.gather(*(worker(i, client) for i in range(concurrency)))
-        wall = time.perf_counter() - began
+    began = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    wall = time.perf_counter() - began
     return Load(label, concurrency, tokens / wall, pct(ttfts, 50), pct(ttfts, 99), pct(gaps, 50), pct(gaps, 99),
                 concurrency * rounds)
 

@@ -139,6 +139,16 @@ class Decoder:
         mask = (np.arange(width)[None, :] <= lens[:, None]).astype(np.int64)
         return self._run(ids, mask, 0, rows, lens[:, None])[:, -1]
 
+    def warm_up(self) -> None:
+        """First runs allocate ONNX Runtime's buffers: prefill a short prompt, decode at every batch width."""
+        prompt = list(range(min(16, self.context_length - 2)))
+        for slot in range(self.slots):
+            self.prefill(slot, prompt)
+        width = 1
+        while width <= self.slots:
+            self.decode([0] * width, [len(prompt)] * width)
+            width *= 2
+
     def move(self, source: int, target: int, length: int) -> None:
         """Copy slot ``source``'s first ``length`` cached positions into slot ``target`` (compaction)."""
         for buffers in (self.keys, self.values):

@@ -88,20 +88,10 @@ class GenerationService:
             loop.call_soon_threadsafe(_run_sinks, batch)
 
         self.scheduler.deliver = deliver
-        self.warm_up()
+        self.decoder.warm_up()
         sys.setswitchinterval(self.settings.switch_interval_s)
         self.scheduler.start()
         self.ready = True
-
-    def warm_up(self) -> None:
-        """First runs allocate ONNX Runtime's buffers: prefill a short prompt, decode at every batch width."""
-        prompt = list(range(min(16, self.context_length - 2)))
-        for slot in range(self.decoder.slots):
-            self.decoder.prefill(slot, prompt)
-        width = 1
-        while width <= self.decoder.slots:
-            self.decoder.decode([0] * width, [len(prompt)] * width)
-            width *= 2
 
     def stop(self) -> None:
         self.ready = False
