@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from kubemaas_operator.kube.conditions import find
+
 STUCK_WAITING_REASONS = frozenset(
     {
         "ImagePullBackOff",
@@ -46,10 +48,7 @@ def parse_time(value: str | None) -> dt.datetime | None:
 
 def condition(obj: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
     """The ``status.conditions`` entry of ``type_`` of an object (any status), or None."""
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return cond  # type: ignore[no-any-return]
-    return None
+    return find(((obj or {}).get("status") or {}).get("conditions"), type_)
 
 
 def condition_true(obj: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:

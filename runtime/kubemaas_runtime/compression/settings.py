@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Mode = Literal["auto", "int8-dynamic", "int8-static", "fp16", "none"]
-MODES: tuple[Mode, ...] = ("auto", "int8-dynamic", "int8-static", "fp16", "none")
+from kubemaas_runtime.contracts import COMPRESSION_MODES, CompressionMode
+
+Mode = CompressionMode
+"""The modes of ``kubemaas compress`` are the ModelService's ``spec.compression.mode`` (one contract)."""
+MODES: tuple[Mode, ...] = COMPRESSION_MODES
 
 
 class CompressSettings(BaseSettings):
