@@ -8,11 +8,17 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from kubemaas_operator.controllers.modelservice.artifact import resolve_training_job
 from kubemaas_operator.controllers.modelservice.rollout import handover_replicas, refused
+from kubemaas_operator.controllers.modelservice.spec import parse_modelservice
+from kubemaas_operator.controllers.modelservice.status import Observed, build_status, retrying_status
+from kubemaas_operator.controllers.trainingjob import children
+from kubemaas_operator.controllers.trainingjob.reconcile import _stale_shape
+from kubemaas_operator.controllers.trainingjob.spec import parse_spec
 from kubemaas_operator.kube.client import api_message
 from kubemaas_operator.kube.events import event_body
 from kubemaas_operator.kube.observe import Problem, refusal
-from kubemaas_operator.kube.ownership import field_owners, foreign_controller
+from kubemaas_operator.kube.ownership import conflict, field_owners, foreign_controller
 
 
 def owned_by(kind: str, name: str, uid: str) -> dict[str, Any]:
@@ -79,3 +85,39 @@ def test_an_event_names_its_object_and_our_component() -> None:
     assert (body["type"], body["reason"], body["message"], body["source"]) == (
         "Warning", "RankFailed", "rank 1 failed", {"component": "kubemaas-operator"})
     assert body["metadata"] == {"generateName": "digits.", "namespace": "ml"}
+
+
+def test_only_a_suspended_job_of_another_gang_shape_is_replaced() -> None:
+
+    edited = parse_spec({"recipe": {"name": "digits"}, "replicas": 3})
+    old_shape = parse_spec({"recipe": {"name": "digits"}, "replicas": 2}).shape_hash()
+
+    def job(shape: str | None, suspend: bool) -> dict[str, Any]:
+        annotations = {children.ANNOTATION_SHAPE: shape} if shape else {}
+        return {"metadata": {"name": "tj-r0", "annotations": annotations}, "spec": {"suspend": suspend}}
+
+    assert _stale_shape(job(old_shape, True), edited) is True
+    assert _stale_shape(job(old_shape, False), edited) is False  # a running gang is never swapped
+    assert _stale_shape(job(edited.shape_hash(), True), edited) is False
+    assert _stale_shape(job(None, True), edited) is False  # a Job from before the annotation: left alone
+    suspended = parse_spec({"recipe": {"name": "digits"}, "replicas": 3, "runPolicy": {"suspend": True}})
+    assert edited.shape_hash() == suspended.shape_hash()  # suspending is not a change of shape
+
+
+def test_a_conflict_fails_the_modelservice_and_a_transient_error_keeps_its_phase() -> None:
+
+    child = {"kind": "Service", "metadata": {"name": "fraud-workers", "namespace": "ml"}}
+    st = build_status(Observed(
+        name="fraud-workers", namespace="ml", generation=1, old={}, spec=parse_modelservice({"model": {"uri": "x"}}),
+        artifact=resolve_training_job("ml", "t", {"status": {"phase": "Succeeded",
+                                                             "artifact": {"uri": "s3://b/m", "sha256": "a" * 64}}}),
+        blocked=conflict(child, "TrainingJob/fraud"),
+    ), now="T")
+    assert (st["phase"], st["reason"]) == ("Failed", "Conflict")
+    assert st["message"].startswith("Service ml/fraud-workers is controlled by TrainingJob/fraud")
+    old = {"phase": "RollingOut", "conditions": [{"type": "ArtifactReady", "status": "True", "reason": "URIGiven",
+                                                  "message": "", "lastTransitionTime": "T0"}]}
+    retry = retrying_status(old, 2, "API error 429: slow down; retrying with back-off")
+    assert "phase" not in retry
+    assert (retry["reason"], [c["type"] for c in retry["conditions"]]) == ("RetryingAPIError", ["ArtifactReady", "Ready"])
+    assert retry["conditions"][0]["lastTransitionTime"] == "T0"
