@@ -88,7 +88,6 @@ def test_an_event_names_its_object_and_our_component() -> None:
 
 
 def test_only_a_suspended_job_of_another_gang_shape_is_replaced() -> None:
-
     edited = parse_spec({"recipe": {"name": "digits"}, "replicas": 3})
     old_shape = parse_spec({"recipe": {"name": "digits"}, "replicas": 2}).shape_hash()
 
@@ -105,7 +104,6 @@ def test_only_a_suspended_job_of_another_gang_shape_is_replaced() -> None:
 
 
 def test_a_conflict_fails_the_modelservice_and_a_transient_error_keeps_its_phase() -> None:
-
     child = {"kind": "Service", "metadata": {"name": "fraud-workers", "namespace": "ml"}}
     st = build_status(Observed(
         name="fraud-workers", namespace="ml", generation=1, old={}, spec=parse_modelservice({"model": {"uri": "x"}}),
