@@ -138,3 +138,29 @@ def test_a_connection_that_sends_nothing_is_closed_without_an_answer(mlp_dir: Pa
         assert s.recv(1024) == b""  # closed after the timeout, no unsolicited 408
     finally:
         assert server.stop() == 0
+
+
+def test_a_full_queue_refuses_before_reading_the_body(slow_dir: Path, tmp_path: Path) -> None:
+    server = start_server(slow_dir, tmp_path / "full.log", "--name", "slow", max_batch_size="1", max_queue="1")
+    x = np.full((512, 1024), 0.1, np.float32)  # about a second of compute each
+    header = (b'{"inputs":[{"name":"x","datatype":"FP32","shape":[512,1024],'
+              b'"parameters":{"binary_data_size":%d}}]}' % x.nbytes)
+
+    def busy() -> int:
+        r = httpx.post(f"{server.url}/v2/models/slow/infer", content=header + x.tobytes(), timeout=120,
+                       headers={"Inference-Header-Content-Length": str(len(header))})
+        return r.status_code
+
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            # one runs, one is taken into the next batch while it runs, one waits: max_queue=1 is full
+            running = [pool.submit(busy) for _ in range(3)]
+            wait_for(lambda: gauge(server, "kubemaas_queue_depth") == 1)
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            s.sendall(b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+            head = answer(s)  # not one byte of the body was sent
+            assert head.startswith(b"HTTP/1.1 503"), head
+            assert b"max_queue=1" in head
+            assert [f.result() for f in running] == [200, 200, 200]
+    finally:
+        assert server.stop() == 0
