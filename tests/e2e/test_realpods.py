@@ -94,6 +94,14 @@ class Cluster:
         self.cp, self.node, self.tags, self.store = cp, node, tags, store
         self.timings: dict[str, float] = {}
         self.evidence: dict[str, Any] = {}
+        self.transcript: list[str] = []  # `$ kubectl ...` and its output, for the README
+
+    def show(self, *args: str) -> str:
+        """Run kubectl and keep the command (paths relative to the repository) and its output."""
+        out = self.kubectl(*args)
+        command = " ".join(args).replace(f"{REPO_ROOT}/", "")
+        self.transcript.append(f"$ kubectl {command}\n{out.rstrip()}\n")
+        return out
 
     def kubectl(self, *args: str, timeout: float = 120.0, input: str | None = None) -> str:
         return self.cp.kubectl(*args, timeout=timeout, input=input).stdout
@@ -158,7 +166,12 @@ def cluster() -> Iterator[Cluster]:
         yield c
         REPORT.write_text(
             json.dumps(
-                {"timings": {k: round(v, 1) for k, v in c.timings.items()}, "evidence": c.evidence}, indent=2
+                {
+                    "timings": {k: round(v, 1) for k, v in c.timings.items()},
+                    "evidence": c.evidence,
+                    "transcript": c.transcript,
+                },
+                indent=2,
             )
         )
     finally:
@@ -202,6 +215,12 @@ def test_helm_install_runs_the_operator_as_a_pod(cluster: Cluster) -> None:
         timeout=330,
     )
     cluster.timings["helm_install_ready_s"] = time.monotonic() - began
+    cluster.transcript.append(
+        "$ helm install kubemaas charts/kubemaas -n kubemaas-system --create-namespace --wait \\\n"
+        "    --set image.repository=... --set servingImage.repository=... --set trainingImage.repository=...\n"
+        f"(deployed in {cluster.timings['helm_install_ready_s']:.0f} s)\n"
+    )
+    cluster.show("get", "deploy,pods", "-n", SYSTEM_NS, "-o", "wide")
     deployment = cluster.get("deployment", RELEASE, "-n", SYSTEM_NS)
     assert deployment["status"].get("readyReplicas") == 1, cluster.diagnostics()
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == cluster.tags["operator"]
@@ -239,7 +258,7 @@ def test_training_job_trains_in_two_pods(cluster: Cluster) -> None:
         timeout=60,
     )
     began = time.monotonic()
-    cluster.kubectl("apply", "-n", NS, "-f", str(REPO_ROOT / "examples/trainingjob.yaml"))
+    cluster.show("apply", "-n", NS, "-f", str(REPO_ROOT / "examples/trainingjob.yaml"))
 
     def pods_ready() -> bool:
         pods = cluster.get("pods", "-n", NS, "-l", "kubemaas.io/trainingjob=digits")["items"]
@@ -265,13 +284,14 @@ def test_training_job_trains_in_two_pods(cluster: Cluster) -> None:
     env = {e["name"]: e.get("value") for e in pods[0]["spec"]["containers"][0]["env"]}
     assert env["WORLD_SIZE"] == "2", env
     assert ".digits" in str(env["MASTER_ADDR"]), env
-    cluster.evidence["trainingjob"] = cluster.kubectl("get", "tj", "-n", NS)
+    cluster.evidence["trainingjob"] = cluster.show("get", "tj", "-n", NS)
+    cluster.show("get", "jobs,pods", "-l", "kubemaas.io/trainingjob=digits", "-n", NS, "-o", "wide")
     cluster.evidence["training_metrics"] = tj["status"]["artifact"].get("metrics")
 
 
 def test_compression_job_and_serving_deployment_become_ready(cluster: Cluster) -> None:
     began = time.monotonic()
-    cluster.kubectl("apply", "-n", NS, "-f", str(REPO_ROOT / "examples/modelservice.yaml"))
+    cluster.show("apply", "-n", NS, "-f", str(REPO_ROOT / "examples/modelservice.yaml"))
 
     def compression_done() -> bool:
         jobs = cluster.get("jobs", "-n", NS, "-l", "kubemaas.io/modelservice=digits")["items"]
@@ -300,7 +320,10 @@ def test_compression_job_and_serving_deployment_become_ready(cluster: Cluster) -
         assert container["image"] == cluster.tags["serving"]
         assert container["readinessProbe"]["httpGet"]["path"].startswith("/v2/")
     msvc = cluster.get("msvc", "digits", "-n", NS)
-    cluster.evidence["modelservice"] = cluster.kubectl("get", "tj,msvc", "-n", NS)
+    cluster.evidence["modelservice"] = cluster.show("get", "tj,msvc", "-n", NS)
+    cluster.show(
+        "get", "deploy,svc,jobs,pods", "-l", "kubemaas.io/modelservice=digits", "-n", NS, "-o", "wide"
+    )
     cluster.evidence["model"] = msvc["status"].get("model")
 
 
@@ -365,6 +388,11 @@ def test_v2_through_kubectl_port_forward(cluster: Cluster) -> None:
         forward.wait(timeout=10)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
+    cluster.transcript.append(
+        "$ kubectl port-forward -n kubemaas-e2e service/digits 18080:80 &\n"
+        "$ python tests/e2e/check_endpoint.py --url 127.0.0.1:18080 --model digits\n"
+        f"{done.stdout.strip().splitlines()[-1]}\n"
+    )
     assert report["accuracy"] >= MIN_ACCURACY
     cluster.evidence["port_forward"] = report
 
@@ -552,7 +580,7 @@ def test_turning_on_autoscaling_under_load_keeps_capacity(cluster: Cluster) -> N
 def test_deleting_the_modelservice_removes_every_child(cluster: Cluster) -> None:
     for pod in ("e2e-accuracy", "e2e-load-rollout", "e2e-load-hpa"):
         cluster.kubectl("delete", "pod", "-n", NS, pod, "--ignore-not-found", "--wait=false")
-    cluster.kubectl("delete", "msvc", "digits", "-n", NS, "--wait=false")
+    cluster.show("delete", "msvc", "digits", "-n", NS, "--wait=false")
     kinds = "deployments,replicasets,services,horizontalpodautoscalers,jobs,pods"
 
     def gone() -> bool:
