@@ -86,8 +86,3 @@ def error_body(message: str) -> bytes:
     """``{"error": message}`` as JSON bytes."""
     return orjson.dumps({"error": message})
 
-
-def error_headers(exc: ServingError) -> list[tuple[bytes, bytes]]:
-    """Raw ASGI headers for an error answer."""
-    body_headers = [(b"content-type", b"application/json")]
-    return body_headers + [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
