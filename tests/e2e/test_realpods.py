@@ -389,8 +389,8 @@ def test_v2_through_kubectl_port_forward(cluster: Cluster) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     cluster.transcript.append(
-        "$ kubectl port-forward -n kubemaas-e2e service/digits 18080:80 &\n"
-        "$ python tests/e2e/check_endpoint.py --url 127.0.0.1:18080 --model digits\n"
+        f"$ kubectl port-forward -n kubemaas-e2e service/digits {port}:80 &\n"
+        f"$ python tests/e2e/check_endpoint.py --url 127.0.0.1:{port} --model digits\n"
         f"{done.stdout.strip().splitlines()[-1]}\n"
     )
     assert report["accuracy"] >= MIN_ACCURACY
