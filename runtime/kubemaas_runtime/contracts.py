@@ -34,6 +34,20 @@ DEFAULT_COMPRESSION_MODE: Final[CompressionMode] = "none"
 DEFAULT_MAX_ACCURACY_DROP: Final = 0.01
 """Largest allowed accuracy drop relative to fp32, a fraction (0.01 = 1 point)."""
 
+CompressionMethod = Literal["quantize", "prune", "distill"]
+"""``spec.compression.methods`` and ``kubemaas compress --methods``: quantize = the int8/fp16
+variants; prune (structured pruning) and distill (knowledge distillation) make students from
+the teacher's checkpoint, which needs torch, so the compression pod runs the training image."""
+
+COMPRESSION_METHODS: Final[tuple[CompressionMethod, ...]] = get_args(CompressionMethod)
+DEFAULT_COMPRESSION_METHODS: Final[tuple[CompressionMethod, ...]] = ("quantize",)
+STUDENT_METHODS: Final[frozenset[CompressionMethod]] = frozenset({"prune", "distill"})
+"""The methods that train students (torch: the training image)."""
+DEFAULT_MAX_PERPLEXITY_INCREASE: Final = 0.05
+"""Text generation: largest allowed perplexity increase over fp32, a fraction (0.05 = +5 %)."""
+TEXT_GENERATION: Final = "text-generation"
+"""The manifest ``task`` of a text-generation bundle."""
+
 # -- serving defaults --------------------------------------------------------------------------
 
 MODEL_DIR: Final = "/mnt/models"

@@ -259,6 +259,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("zero", {"replicas": 0}, "spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1"),
     ("mpi", {"backend": "mpi"}, 'spec.backend: Unsupported value: "mpi"'),
     ("recipe", {"recipe": {"name": "imagenet"}}, 'spec.recipe.name: Unsupported value: "imagenet"'),
+    ("params", {"recipe": {"name": "textgen", "params": {"seqLen": 32}}}, "spec.recipe.params keys are the recipe's snake_case"),
     ("clean", {"runPolicy": {"cleanPodPolicy": "Sometimes"}}, 'spec.runPolicy.cleanPodPolicy: Unsupported value: "Sometimes"'),
     ("backoff", {"runPolicy": {"backoffLimit": -1}}, "spec.runPolicy.backoffLimit"),
     ("args", {"args": ["--x"]}, "spec.args: Invalid value"),

@@ -15,10 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubemaas_runtime import contracts
 from kubemaas_runtime.bundle import MANIFEST, Bundle, BundleError, load_bundle
 from kubemaas_runtime.compression.variants import BUILDERS, FP32, candidates
 
-METHODS = ("quantize", "prune", "distill")
+METHODS = contracts.COMPRESSION_METHODS
 """``--methods``: quantize = the int8/fp16 variants; prune/distill = students made in this pod."""
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 SEPARATOR = "-"

@@ -16,6 +16,7 @@ from kubemaas_operator.controllers.modelservice.children import ServingBundle
 from kubemaas_operator.controllers.modelservice.spec import ModelServiceSpec
 from kubemaas_operator.kube.conditions import Condition, false, true
 from kubemaas_operator.kube.manifests import API_VERSION
+from kubemaas_runtime import contracts
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,20 @@ async def resolve_artifact(ctx: Context, namespace: str, spec: ModelServiceSpec)
     return resolve_training_job(namespace, ref, tj)
 
 
+TEXTGEN_RECIPE = "textgen"
+
+
+def training_task(tj: Mapping[str, Any]) -> str | None:
+    """``text-generation`` for a TrainingJob of the textgen recipe, or whose artifact reports a
+    held-out perplexity (user code writing a text-generation bundle); None when the operator
+    cannot tell (it never opens the bundle; the compression report may tell later)."""
+    recipe = ((tj.get("spec") or {}).get("recipe") or {}).get("name")
+    metrics = (((tj.get("status") or {}).get("artifact") or {}).get("metrics")) or {}
+    if recipe == TEXTGEN_RECIPE or "perplexity" in metrics:
+        return contracts.TEXT_GENERATION
+    return None
+
+
 def resolve_training_job(namespace: str, ref: str, tj: Mapping[str, Any] | None) -> Resolution:
     """Pure: a TrainingJob body (or None when it does not exist) -> its artifact, or why we wait."""
     if tj is None:
@@ -56,9 +71,13 @@ def resolve_training_job(namespace: str, ref: str, tj: Mapping[str, Any] | None)
                       "(set spec.output.uri on the TrainingJob so it must produce a bundle)"),
                 None, True,
             )
+        task = training_task(tj)
+        perplexity = (artifact.get("metrics") or {}).get("perplexity")
         bundle = ServingBundle(
             uri=str(artifact["uri"]), sha256=str(artifact["sha256"]), source=("TrainingJob", namespace, ref),
             source_uid=str((tj.get("metadata") or {}).get("uid") or "") or None,
+            task=task,
+            perplexity=float(perplexity) if task == contracts.TEXT_GENERATION and perplexity is not None else None,
         )
         return Resolution(
             true("ArtifactReady", "TrainingSucceeded",

@@ -49,6 +49,10 @@ ANNOTATION_SOURCE = f"{GROUP}/source"
 ANNOTATION_SOURCE_UID = f"{GROUP}/source-uid"
 """metadata.uid of that object: a TrainingJob deleted and recreated under the same name is another run."""
 ANNOTATION_AUTOSCALED = f"{GROUP}/autoscaled"
+ANNOTATION_TASK = f"{GROUP}/task"
+"""The bundle's task when known (``text-generation`` for a textgen lineage)."""
+ANNOTATION_PERPLEXITY = f"{GROUP}/perplexity"
+ANNOTATION_TOKENS_PER_SECOND = f"{GROUP}/tokens-per-second"
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,13 @@ class ServingBundle:
     """(kind, namespace, name) of the TrainingJob that produced the bundle."""
     source_uid: str | None = None
     """metadata.uid of that TrainingJob."""
+    task: str | None = None
+    """The bundle's task when known: ``text-generation`` from a textgen TrainingJob or a perplexity-gated
+    compression report; None when the operator cannot tell (it never opens the bundle)."""
+    perplexity: float | None = None
+    """Text generation: held-out perplexity of the served model (compression report, else training metrics)."""
+    tokens_per_second: float | None = None
+    """Text generation: decode tokens/s at batch 1 the compression Job measured for the served variant."""
 
     def annotations(self) -> dict[str, str]:
         """The Deployment annotations recording this bundle (read back by ``serving_bundle_of``)."""
@@ -83,6 +94,12 @@ class ServingBundle:
             out[ANNOTATION_SOURCE] = "/".join(self.source)
         if self.source_uid:
             out[ANNOTATION_SOURCE_UID] = self.source_uid
+        if self.task:
+            out[ANNOTATION_TASK] = self.task
+        if self.perplexity is not None:
+            out[ANNOTATION_PERPLEXITY] = _num(round(self.perplexity, 4))
+        if self.tokens_per_second is not None:
+            out[ANNOTATION_TOKENS_PER_SECOND] = _num(round(self.tokens_per_second, 1))
         return out
 
     def status(self) -> dict[str, Any]:
@@ -100,6 +117,12 @@ class ServingBundle:
             out["source"] = {"kind": self.source[0], "namespace": self.source[1], "name": self.source[2]}
             if self.source_uid:
                 out["source"]["uid"] = self.source_uid
+        if self.task:
+            out["task"] = self.task
+        if self.perplexity is not None:
+            out["perplexity"] = round(self.perplexity, 4)
+        if self.tokens_per_second is not None:
+            out["tokensPerSecond"] = round(self.tokens_per_second, 1)
         return out
 
 
@@ -335,7 +358,17 @@ def serving_bundle_of(deploy: Mapping[str, Any] | None) -> ServingBundle | None:
         source_sha256=ann.get(ANNOTATION_SOURCE_SHA),
         source=(source[0], source[1], source[2]) if len(source) == 3 else None,
         source_uid=ann.get(ANNOTATION_SOURCE_UID),
+        task=ann.get(ANNOTATION_TASK),
+        perplexity=_float(ann.get(ANNOTATION_PERPLEXITY)),
+        tokens_per_second=_float(ann.get(ANNOTATION_TOKENS_PER_SECOND)),
     )
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
 
 
 def service(owner: Mapping[str, Any], settings: OperatorSettings) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from kubemaas_operator.controllers.modelservice.spec import ModelServiceSpec
 from kubemaas_operator.kube.conditions import Condition, false, true
 from kubemaas_operator.kube.events import child_refusal
 from kubemaas_operator.kube.observe import job_outcome, pod_problem
+from kubemaas_runtime import contracts
 
 NOT_REQUESTED = true("Compressed", "NotRequested", "compression.mode is none: the bundle is served as given")
 
@@ -38,6 +39,7 @@ def _served(report: jobs.Report, source: ServingBundle) -> ServingBundle | None:
     if report.bundle is None or not report.selected:
         return None
     chosen = report.variant(report.selected)
+    generative = report.generative or source.task == contracts.TEXT_GENERATION
     return ServingBundle(
         uri=report.bundle.uri,
         sha256=report.bundle.sha256,
@@ -47,6 +49,9 @@ def _served(report: jobs.Report, source: ServingBundle) -> ServingBundle | None:
         source_sha256=source.sha256 or None,
         source=source.source,
         source_uid=source.source_uid,
+        task=contracts.TEXT_GENERATION if generative else source.task,
+        perplexity=chosen.perplexity if chosen and chosen.perplexity is not None else source.perplexity,
+        tokens_per_second=chosen.tokens_per_second if chosen else None,
     )
 
 
@@ -56,16 +61,20 @@ def judge(
 ) -> CompressionResult:
     """Pure: a finished compression (its report, whether the Job succeeded) -> condition and bundle.
 
-    ``fresh``: the report comes straight from the Job, where no selection always means the gate
-    failed; a recorded status without variants means the Job failed before measuring any."""
+    ``fresh``: the report comes straight from the Job, where no selection without a reason means
+    the gate failed; a report without variants but with a reason (bad input: e.g. ``--methods prune``
+    on a bundle without a recipe) and a recorded status without variants mean the Job failed before
+    measuring any, and the Compressed condition carries the runtime's reason."""
     served = _served(report, source) if succeeded else None
     if served is not None:
         return CompressionResult(
             true("Compressed", "VariantSelected", f"selected {report.selected}: {report.reason}".strip(": ")),
             served, dict(comp_status),
         )
-    if not report.selected and (report.variants or fresh):
-        message = f"no variant within maxAccuracyDrop {max_drop}: {report.drops()}"
+    if not report.selected and (report.variants or (fresh and not report.reason)):
+        gate = (f"maxPerplexityIncrease {comp_status.get('maxPerplexityIncrease') or contracts.DEFAULT_MAX_PERPLEXITY_INCREASE}"
+                if report.generative else f"maxAccuracyDrop {max_drop}")
+        message = f"no variant within {gate}: {report.drops()}"
         return CompressionResult(false("Compressed", jobs.GATE_FAILED, message), None, dict(comp_status), failed=True)
     why = report.reason or fallback
     return CompressionResult(
@@ -119,18 +128,21 @@ async def compress(
         return CompressionResult(NOT_REQUESTED, source, None)
     namespace, name = msvc["metadata"]["namespace"], msvc["metadata"]["name"]
     identity = source.sha256 or f"uri:{source.uri}"
-    job_name = jobs.job_name(name, identity, spec)
+    textgen = source.task == contracts.TEXT_GENERATION
+    job_name = jobs.job_name(name, identity, spec, textgen)
     base = {
         "job": job_name,
         "mode": comp.mode,
+        "methods": list(comp.methods),
         "maxAccuracyDrop": comp.max_accuracy_drop,
+        "maxPerplexityIncrease": jobs.perplexity_gate(spec, textgen),
         "sourceSha256": source.sha256 or None,
     }
     if old.get("job") == job_name and old.get("state") in ("Succeeded", "Failed"):
         return from_status(old, source, comp.max_accuracy_drop)
     job = await ctx.kube.get("batch/v1", "Job", namespace, job_name)
     if job is None:
-        await ctx.kube.apply(jobs.job(msvc, spec, source.uri, identity, ctx.settings))
+        await ctx.kube.apply(jobs.job(msvc, spec, source.uri, identity, ctx.settings, textgen))
         return running(base, job_name)
     pods = await ctx.kube.list_objects(
         "v1", "Pod", namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}"

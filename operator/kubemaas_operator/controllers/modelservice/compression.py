@@ -35,7 +35,20 @@ class Variant(BaseModel):
     accuracy_drop: float | None = Field(default=None, alias="accuracyDrop")
     agreement: float | None = None
     rmse: float | None = None
+    perplexity: float | None = None
+    """Text generation: held-out perplexity of this variant."""
+    perplexity_increase: float | None = Field(default=None, alias="perplexityIncrease")
+    """Text generation: perplexity / fp32 perplexity - 1 (the gate's measure)."""
+    tokens_per_second: float | None = Field(default=None, alias="tokensPerSecond")
+    """Text generation: greedy decode tokens/s at batch 1."""
+    ttft_ms: float | None = Field(default=None, alias="ttftMs")
+    """Text generation: time to first token of a fixed prompt, in ms."""
     passed: bool = False
+
+    @property
+    def generative(self) -> bool:
+        """Measured as text generation (perplexity), not on eval.npz (accuracy)."""
+        return self.perplexity_increase is not None
 
 
 class BundleRef(BaseModel):
@@ -69,17 +82,35 @@ class Report(BaseModel):
             "variants": [v.model_dump(by_alias=True, exclude_none=True) for v in self.variants],
         }
 
+    @property
+    def generative(self) -> bool:
+        """A text-generation report (its variants are gated on perplexity)."""
+        return any(v.generative for v in self.variants)
+
     def drops(self) -> str:
-        """``int8-dynamic drop 0.0312 (failed), fp16 drop 0.0001 (passed)`` for messages."""
+        """``int8-dynamic drop 0.0312 (failed), fp16 drop 0.0001 (passed)`` for messages
+        (``int4 perplexity +7.30% (failed)`` for text generation)."""
         parts = []
         for v in self.variants:
+            if v.generative:
+                parts.append(f"{v.name} perplexity {100 * (v.perplexity_increase or 0.0):+.2f}% "
+                             f"({'passed' if v.passed else 'failed'})")
+                continue
             drop = "n/a" if v.accuracy_drop is None else f"{v.accuracy_drop:.4f}"
             parts.append(f"{v.name} drop {drop} ({'passed' if v.passed else 'failed'})")
         return ", ".join(parts)
 
 
-    def gate_reason(self, max_drop: float) -> str:
-        """The short REASON of a failed gate: ``AccuracyGateFailed: best drop 4.2pt (fp16) > 1pt``."""
+    def gate_reason(self, max_drop: float, max_increase: float | None = None) -> str:
+        """The short REASON of a failed gate: ``AccuracyGateFailed: best drop 4.2pt (fp16) > 1pt``,
+        or for text generation ``AccuracyGateFailed: best perplexity +7.3% (int8) > +5%``."""
+        if self.generative:
+            gate = contracts.DEFAULT_MAX_PERPLEXITY_INCREASE if max_increase is None else max_increase
+            measured = [v for v in self.variants if v.generative]
+            # the variants the gate refused (fp32 is the reference and always within it)
+            best = min([v for v in measured if not v.passed] or measured, key=lambda v: v.perplexity_increase or 0.0)
+            return (f"{GATE_FAILED}: best perplexity {percent(best.perplexity_increase or 0.0)} ({best.name}) "
+                    f"> {percent(gate)}")
         measured = [v for v in self.variants if v.accuracy_drop is not None]
         if not measured:
             return f"{GATE_FAILED}: no variant measured within {points(max_drop)}"
@@ -95,10 +126,17 @@ def points(fraction: float) -> str:
     return f"{fraction * 100:.2f}".rstrip("0").rstrip(".") + "pt"
 
 
+def percent(fraction: float) -> str:
+    """A relative increase in percent: 0.073 -> ``+7.3%``, 0.05 -> ``+5%``."""
+    return f"{fraction * 100:+.2f}".rstrip("0").rstrip(".") + "%"
+
+
 def gate_reason(comp_status: Mapping[str, Any]) -> str:
-    """``Report.gate_reason`` of a status.compression (variants and maxAccuracyDrop)."""
+    """``Report.gate_reason`` of a status.compression (variants, maxAccuracyDrop, maxPerplexityIncrease)."""
     report = Report.model_validate({"variants": comp_status.get("variants") or []})
-    return report.gate_reason(float(comp_status.get("maxAccuracyDrop") or 0.0))
+    increase = comp_status.get("maxPerplexityIncrease")
+    return report.gate_reason(float(comp_status.get("maxAccuracyDrop") or 0.0),
+                              None if increase is None else float(increase))
 
 
 class ReportError(ValueError):
@@ -117,20 +155,65 @@ def parse_report(message: str) -> Report:
         raise ReportError(f"termination message is not a compression report: {exc.errors()[0]['msg']}") from exc
 
 
-def digest(source_sha256: str, spec: ModelServiceSpec) -> str:
-    """8 hex chars over the source bundle checksum and the compression spec."""
+def digest(source_sha256: str, spec: ModelServiceSpec, text_generation: bool = False) -> str:
+    """8 hex chars over the source bundle checksum and the compression spec.
+
+    Fields at their defaults stay out of the hash, so a Job named before they existed keeps its name.
+    """
     comp = spec.compression
-    return common.stable_hash({"sha256": source_sha256, "mode": comp.mode, "maxAccuracyDrop": comp.max_accuracy_drop}, 8)
+    key: dict[str, Any] = {"sha256": source_sha256, "mode": comp.mode, "maxAccuracyDrop": comp.max_accuracy_drop}
+    if comp.methods != contracts.DEFAULT_COMPRESSION_METHODS:
+        key["methods"] = list(comp.methods)
+    gate = perplexity_gate(spec, text_generation)
+    if gate is not None:
+        key["maxPerplexityIncrease"] = gate
+    return common.stable_hash(key, 8)
 
 
-def job_name(msvc: str, source_sha256: str, spec: ModelServiceSpec) -> str:
+def perplexity_gate(spec: ModelServiceSpec, text_generation: bool) -> float | None:
+    """The ``--max-perplexity-increase`` to pass: the spec's, or the default for a bundle known to be
+    text generation (a TrainingJob of the textgen recipe); None for a tensor bundle or an unknown one.
+
+    The flag is what makes ``kubemaas compress`` treat a remote bundle as text generation before it
+    fetches it (``kubemaas_runtime.compression.textgen.maybe_run``).
+    """
+    increase = spec.compression.max_perplexity_increase
+    if increase is None and text_generation:
+        return contracts.DEFAULT_MAX_PERPLEXITY_INCREASE
+    return increase
+
+
+def image(spec: ModelServiceSpec, settings: OperatorSettings) -> str:
+    """The compression pod's image: the training image when students are made (prune, distill need
+    torch), else the serving runtime's (``spec.runtime.image`` or the operator's serving image)."""
+    if spec.compression.students:
+        return settings.training_image
+    return spec.runtime.image or settings.serving_image
+
+
+def job_name(msvc: str, source_sha256: str, spec: ModelServiceSpec, text_generation: bool = False) -> str:
     """Deterministic ``<msvc>-compress-<digest8>``, at most 63 characters."""
-    return common.child_name(msvc, f"compress-{digest(source_sha256, spec)}")
+    return common.child_name(msvc, f"compress-{digest(source_sha256, spec, text_generation)}")
 
 
-def output_uri(store: str, namespace: str, msvc: str, source_sha256: str, spec: ModelServiceSpec) -> str:
+def output_uri(store: str, namespace: str, msvc: str, source_sha256: str, spec: ModelServiceSpec,
+               text_generation: bool = False) -> str:
     """Where the compression Job writes its bundle: ``<store>/<namespace>/<msvc>/<digest8>``."""
-    return f"{store.rstrip('/')}/{namespace}/{msvc}/{digest(source_sha256, spec)}"
+    return f"{store.rstrip('/')}/{namespace}/{msvc}/{digest(source_sha256, spec, text_generation)}"
+
+
+def compress_args(source_uri: str, out: str, spec: ModelServiceSpec, text_generation: bool = False) -> list[str]:
+    """``kubemaas compress`` arguments; ``--methods`` only when not the default (quantize), and
+    ``--max-perplexity-increase`` for a text-generation bundle or when the spec sets it."""
+    comp = spec.compression
+    args = ["compress", "--bundle", source_uri, "--output", out, "--mode", comp.mode,
+            "--max-accuracy-drop", repr(comp.max_accuracy_drop)]
+    if comp.methods != contracts.DEFAULT_COMPRESSION_METHODS:
+        args += ["--methods", ",".join(comp.methods)]
+    gate = perplexity_gate(spec, text_generation)
+    if gate is not None:
+        args += ["--max-perplexity-increase", repr(gate)]
+    return args
 
 
 def job(
@@ -139,12 +222,15 @@ def job(
     source_uri: str,
     source_sha256: str,
     settings: OperatorSettings,
+    text_generation: bool = False,
 ) -> dict[str, Any]:
-    """The compression Job: fetch, build every variant, measure, select, upload, report."""
+    """The compression Job: fetch, build every variant (and students), measure, select, upload, report.
+
+    ``text_generation``: the source is known to be a text-generation bundle (perplexity gate).
+    """
     meta = owner["metadata"]
     name, namespace = meta["name"], meta["namespace"]
-    out = output_uri(settings.model_store_uri, namespace, name, source_sha256, spec)
-    image = spec.runtime.image or settings.serving_image
+    out = output_uri(settings.model_store_uri, namespace, name, source_sha256, spec, text_generation)
     pod_labels = common.labels(COMPONENT, name, **{common.LABEL_MODELSERVICE: name})
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
@@ -158,22 +244,15 @@ def job(
         volume, mount = common.pvc_volume(claim, settings.pvc_root, read_only=read_only)
         volumes.append(volume)
         mounts.append(mount)
-    comp = spec.compression
     # One set of credentials reads the source and writes the store: the ModelService's own
     # secret when it names one (then it must reach both), else the operator's.
     secret, optional = common.effective_storage_secret(spec.model.storage_secret_name, settings.storage_secret_name)
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": image,
+        "image": image(spec, settings),
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["kubemaas"],
-        "args": [
-            "compress",
-            "--bundle", source_uri,
-            "--output", out,
-            "--mode", comp.mode,
-            "--max-accuracy-drop", repr(comp.max_accuracy_drop),
-        ],
+        "args": compress_args(source_uri, out, spec, text_generation),
         "env": [
             {"name": StorageEnv.PVC_ROOT, "value": settings.pvc_root},
             {"name": CompressionEnv.TERMINATION_LOG, "value": contracts.TERMINATION_LOG},
@@ -205,7 +284,7 @@ def job(
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(name, source_sha256, spec),
+            "name": job_name(name, source_sha256, spec, text_generation),
             "namespace": namespace,
             "labels": pod_labels,
             "annotations": {ANNOTATION_SOURCE_URI: source_uri, ANNOTATION_SOURCE_SHA: source_sha256},

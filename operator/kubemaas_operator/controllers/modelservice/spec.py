@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kubemaas_runtime import contracts
 
@@ -40,10 +40,39 @@ class ModelSource(_Spec):
 
 
 class Compression(_Spec):
-    """``spec.compression``: which variant to serve, under which accuracy budget."""
+    """``spec.compression``: which variant to serve, under which accuracy budget.
+
+    ``methods`` names what makes the candidates (quantize, prune, distill); students (prune,
+    distill) enter the table only under ``mode: auto`` (a fixed mode names one of the teacher's
+    variants), as the CRD's CEL rule says too. ``max_perplexity_increase`` is the gate of a
+    text-generation bundle (None: the runtime's default, ``contracts.DEFAULT_MAX_PERPLEXITY_INCREASE``).
+    """
 
     mode: contracts.CompressionMode = contracts.DEFAULT_COMPRESSION_MODE
     max_accuracy_drop: float = Field(default=contracts.DEFAULT_MAX_ACCURACY_DROP, alias="maxAccuracyDrop", ge=0, le=1)
+    methods: tuple[contracts.CompressionMethod, ...] = Field(
+        default=contracts.DEFAULT_COMPRESSION_METHODS, min_length=1, max_length=len(contracts.COMPRESSION_METHODS))
+    max_perplexity_increase: float | None = Field(default=None, alias="maxPerplexityIncrease", ge=0, le=10)
+
+    @field_validator("methods")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"each method at most once, got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _students_need_auto(self) -> Compression:
+        students = sorted(set(self.methods) & contracts.STUDENT_METHODS)
+        if students and self.mode != "auto":
+            raise ValueError(
+                f"methods {students} make students, which only mode auto compares; got mode {self.mode!r}")
+        return self
+
+    @property
+    def students(self) -> bool:
+        """Whether prune or distill is asked for (the compression pod then runs the training image)."""
+        return bool(set(self.methods) & contracts.STUDENT_METHODS)
 
 
 class EnvVar(_Spec):

@@ -96,6 +96,8 @@ def train_command(spec: TrainingJobSpec, tj: str, output: str) -> list[str]:
     ):
         if value is not None:
             cmd += [flag, str(value)]
+    for key, param in sorted(recipe.params.items()):
+        cmd += ["--set", f"{key}={param}"]
     if spec.procs_per_node > 1:
         # torchrun takes --nnodes/--nproc-per-node/--node-rank/--master-* from the PET_* env;
         # its own restarts are off because a failed rank restarts the whole gang (the operator).

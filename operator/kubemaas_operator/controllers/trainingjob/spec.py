@@ -21,12 +21,14 @@ class _Camel(BaseModel):
 class Recipe(_Camel):
     """A built-in recipe, run as ``kubemaas train --recipe NAME``."""
 
-    name: Literal["digits", "sequence"]
+    name: Literal["digits", "sequence", "textgen"]
     epochs: int | None = None
     batch_size: int | None = Field(default=None, alias="batchSize")
     lr: float | None = None
     seed: int | None = None
     prune_amount: float | None = Field(default=None, alias="pruneAmount")
+    params: dict[str, int | str] = Field(default_factory=dict)
+    """The recipe's own hyper-parameters (``kubemaas train --set KEY=VALUE``), validated by the recipe."""
 
 
 class PodTemplate(_Camel):
