@@ -24,43 +24,114 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import datetime
-import hashlib
-import ipaddress
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from tests.cluster.certificates import issue_certificate
+from tests.cluster.binaries import (
+    APISERVER,
+    BINARIES,
+    CLUSTER_DIR,
+    COMPONENTS,
+    CONTROLLER_COMPONENTS,
+    CONTROLLER_MANAGER,
+    CORE_COMPONENTS,
+    ETCD,
+    GO_MODULES,
+    HELM,
+    KUBECTL,
+    KWOK,
+    SCHEDULER,
+    default_bin_dir,
+    k8s_version,
+    missing_binaries,
+    pin_hash,
+)
+from tests.cluster.certificates import ClusterPki, issue_certificate, write_private
+from tests.cluster.errors import (
+    LOG_TAIL_LINES,
+    CommandFailed,
+    ComponentError,
+    ControlPlaneError,
+    MissingBinaryError,
+    PortInUseError,
+    StaleDataDirError,
+    WaitTimeout,
+)
+from tests.cluster.kubeconfigs import write_kubeconfig
+from tests.cluster.processes import (
+    STOP_GRACE_SECONDS,
+    Component,
+    die_with_parent,
+    free_ports,
+    port_is_free,
+    tail,
+)
+from tests.cluster.waits import condition, http_get
 
-CLUSTER_DIR = Path(__file__).resolve().parent
+# The public surface, re-exported from the modules above so that callers keep importing
+# everything from tests.cluster.harness.
+__all__ = [
+    "ADMIN_USER",
+    "APISERVER",
+    "BINARIES",
+    "CLUSTER_DIR",
+    "COMPONENTS",
+    "CONTROLLER_COMPONENTS",
+    "CONTROLLER_MANAGER",
+    "CORE_COMPONENTS",
+    "CRDS_DIR",
+    "ETCD",
+    "GO_MODULES",
+    "HELM",
+    "KUBECTL",
+    "KWOK",
+    "KWOK_NODE_ALLOCATABLE",
+    "KWOK_NODE_ANNOTATION",
+    "KWOK_NODE_NAME",
+    "LOG_TAIL_LINES",
+    "POD_CIDR",
+    "REPO_ROOT",
+    "SCHEDULER",
+    "SERVICE_ACCOUNT_ISSUER",
+    "SERVICE_CIDR",
+    "STAGES_FILE",
+    "STOP_GRACE_SECONDS",
+    "CommandFailed",
+    "ComponentError",
+    "ControlPlane",
+    "ControlPlaneError",
+    "MissingBinaryError",
+    "PortInUseError",
+    "StaleDataDirError",
+    "WaitTimeout",
+    "default_bin_dir",
+    "free_ports",
+    "k8s_version",
+    "missing_binaries",
+    "pin_hash",
+    "port_is_free",
+    "tail",
+]
+
 REPO_ROOT = CLUSTER_DIR.parent.parent
 CRDS_DIR = REPO_ROOT / "crds"
 STAGES_FILE = CLUSTER_DIR / "stages" / "kwok-stages.yaml"
-GO_MODULES = ("k8s", "etcd", "kwok", "helm")
 
 KWOK_NODE_NAME = "kwok-node-0"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
@@ -77,254 +148,8 @@ POD_CIDR = "10.244.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 ADMIN_USER = "kubemaas-admin"
 
-ETCD = "etcd"
-APISERVER = "kube-apiserver"
-CONTROLLER_MANAGER = "kube-controller-manager"
-SCHEDULER = "kube-scheduler"
-KWOK = "kwok"
-KUBECTL = "kubectl"
-HELM = "helm"
-CORE_COMPONENTS = (ETCD, APISERVER)
-CONTROLLER_COMPONENTS = (CONTROLLER_MANAGER, SCHEDULER, KWOK)
-COMPONENTS = CORE_COMPONENTS + CONTROLLER_COMPONENTS
-BINARIES = (*COMPONENTS, KUBECTL, HELM)
 
-LOG_TAIL_LINES = 40
-STOP_GRACE_SECONDS = 10.0
 PORT_ATTEMPTS = 3
-_PR_SET_PDEATHSIG = 1
-
-
-class ControlPlaneError(RuntimeError):
-    """The control plane could not be started, or a part of it failed."""
-
-
-class MissingBinaryError(ControlPlaneError):
-    """A binary that build.sh makes is not in the bin directory."""
-
-
-class StaleDataDirError(ControlPlaneError):
-    """The work directory holds state from an earlier run."""
-
-
-class ComponentError(ControlPlaneError):
-    """A component exited, or did not become ready before its deadline."""
-
-    def __init__(self, component: str, problem: str, log_path: Path | None, log_tail: str) -> None:
-        self.component = component
-        self.problem = problem
-        self.log_path = log_path
-        self.log_tail = log_tail
-        where = f" ({log_path})" if log_path else ""
-        super().__init__(
-            f"{component}: {problem}\n--- last {LOG_TAIL_LINES} log lines of {component}{where} ---\n"
-            f"{log_tail or '(empty log)'}"
-        )
-
-
-class PortInUseError(ComponentError):
-    """A component could not bind its port."""
-
-
-class WaitTimeout(ControlPlaneError, TimeoutError):
-    """`ControlPlane.wait_for` ran out of time (with every component still running)."""
-
-
-class CommandFailed(subprocess.CalledProcessError):
-    """kubectl or helm exited non-zero; unlike CalledProcessError, str() shows stderr."""
-
-    def __str__(self) -> str:
-        command = " ".join(str(part) for part in self.cmd)
-        return f"`{command}` exited {self.returncode}:\n{self.stderr or ''}{self.stdout or ''}".rstrip()
-
-
-# ---------------------------------------------------------------------------------------------
-# Where the binaries are (keep in step with build.sh)
-
-
-def k8s_version() -> str:
-    """The k8s.io/kubernetes version pinned in tests/cluster/k8s/go.mod, e.g. `v1.34.4`."""
-    text = (CLUSTER_DIR / "k8s" / "go.mod").read_text()
-    match = re.search(r"^\s*(?:require\s+)?k8s\.io/kubernetes\s+(v\d\S*)", text, re.MULTILINE)
-    if match is None:
-        raise ControlPlaneError(f"no k8s.io/kubernetes requirement in {CLUSTER_DIR / 'k8s' / 'go.mod'}")
-    return match.group(1)
-
-
-def pin_hash() -> str:
-    """sha256 of every go.mod and go.sum under tests/cluster, first 12 hex digits."""
-    digest = hashlib.sha256()
-    for module in GO_MODULES:
-        for name in ("go.mod", "go.sum"):
-            digest.update((CLUSTER_DIR / module / name).read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def default_bin_dir() -> Path:
-    """$KUBEMAAS_K8S_BIN_DIR, else ~/.cache/kubemaas/k8s-<version>-<pin hash>/bin."""
-    override = os.environ.get("KUBEMAAS_K8S_BIN_DIR")
-    if override:
-        return Path(override)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "kubemaas" / f"k8s-{k8s_version()}-{pin_hash()}" / "bin"
-
-
-def missing_binaries(bin_dir: Path, names: Iterable[str] = BINARIES) -> list[str]:
-    return [name for name in names if not os.access(bin_dir / name, os.X_OK)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Small helpers
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel hands out on 127.0.0.1, all distinct (sockets held until all are chosen)."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: if the test process dies (even by SIGKILL), so does this."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-    path.chmod(0o600)
-
-
-@dataclass
-class _Pki:
-    """A CA, the API server's serving certificate and the ServiceAccount signing key."""
-
-    ca_cert: Path
-    ca_key: Path
-    serving_cert: Path
-    serving_key: Path
-    sa_key: Path
-    sa_pub: Path
-
-    @classmethod
-    def create(cls, directory: Path, extra_ips: Sequence[str] = ()) -> _Pki:
-        """Generate them under `directory`; `extra_ips` become IP SANs of the serving cert."""
-        directory.mkdir(parents=True, exist_ok=True)
-        now = datetime.datetime.now(datetime.UTC)
-        not_before = now - datetime.timedelta(hours=1)
-        not_after = now + datetime.timedelta(days=30)
-
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubemaas-test-ca")])
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-
-        serving_key = ec.generate_private_key(ec.SECP256R1())
-        first_service_ip = next(ipaddress.IPv4Network(SERVICE_CIDR).hosts())
-        names: list[x509.GeneralName] = [
-            x509.DNSName("localhost"),
-            x509.DNSName("kubernetes"),
-            x509.DNSName("kubernetes.default"),
-            x509.DNSName("kubernetes.default.svc"),
-            x509.DNSName("kubernetes.default.svc.cluster.local"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address("::1")),
-            x509.IPAddress(first_service_ip),
-            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
-        ]
-        serving_cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-            .issuer_name(ca_name)
-            .public_key(serving_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-
-        # RSA for ServiceAccount tokens (RS256): what every token verifier accepts.
-        sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-        pki = cls(
-            ca_cert=directory / "ca.crt",
-            ca_key=directory / "ca.key",
-            serving_cert=directory / "apiserver.crt",
-            serving_key=directory / "apiserver.key",
-            sa_key=directory / "sa.key",
-            sa_pub=directory / "sa.pub",
-        )
-        pem = serialization.Encoding.PEM
-        private = serialization.PrivateFormat.TraditionalOpenSSL
-        none = serialization.NoEncryption()
-        pki.ca_cert.write_bytes(ca_cert.public_bytes(pem))
-        _write_private(pki.ca_key, ca_key.private_bytes(pem, private, none))
-        pki.serving_cert.write_bytes(serving_cert.public_bytes(pem))
-        _write_private(pki.serving_key, serving_key.private_bytes(pem, private, none))
-        _write_private(pki.sa_key, sa_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, none))
-        pki.sa_pub.write_bytes(
-            sa_key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo)
-        )
-        return pki
-
-
-@dataclass
-class _Component:
-    name: str
-    argv: list[str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-    log_file: IO[bytes] | None = field(default=None, repr=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,10 +197,10 @@ class ControlPlane:
         self.server = ""
         self.env: dict[str, str] = {}
         self.timings: dict[str, float] = {}
-        self._components: dict[str, _Component] = {}
+        self._components: dict[str, Component] = {}
         self._tokens: dict[str, str] = {}
         self._ports: dict[str, int] = {}
-        self._pki: _Pki | None = None
+        self._pki: ClusterPki | None = None
         self._started = False
         self._controllers_started = False
 
@@ -485,7 +310,7 @@ class ControlPlane:
         self._wait(
             KWOK,
             f"kwok to mark Node {KWOK_NODE_NAME} Ready",
-            lambda: _condition(self._get_json(f"/api/v1/nodes/{KWOK_NODE_NAME}"), "Ready") == "True",
+            lambda: condition(self._get_json(f"/api/v1/nodes/{KWOK_NODE_NAME}"), "Ready") == "True",
         )
         self._wait(
             CONTROLLER_MANAGER,
@@ -600,7 +425,7 @@ class ControlPlane:
 
     def _established(self, crd: str) -> Callable[[], bool]:
         path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}"
-        return lambda: _condition(self._get_json(path), "Established") == "True"
+        return lambda: condition(self._get_json(path), "Established") == "True"
 
     def wait_for(self, what: str, predicate: Callable[[], bool], timeout: float = 60.0) -> None:
         """Poll `predicate` until it returns True; on timeout (or a component dying) raise,
@@ -625,7 +450,9 @@ class ControlPlane:
                 )
             self.work_dir.mkdir(parents=True, exist_ok=True)
         (self.work_dir / "logs").mkdir(exist_ok=True)
-        self._pki = _Pki.create(self.work_dir / "pki", [self.node_ip] if self.node_ip else [])
+        self._pki = ClusterPki.create(
+            self.work_dir / "pki", [self.node_ip] if self.node_ip else [], SERVICE_CIDR
+        )
 
         names = ("etcd-client", "etcd-peer", APISERVER, CONTROLLER_MANAGER, SCHEDULER)
         ports = dict(zip(names, free_ports(len(names)), strict=True))
@@ -646,7 +473,7 @@ class ControlPlane:
         }
         self._tokens = {user: os.urandom(24).hex() for user in identities}
         lines = [f'{self._tokens[user]},{user},{user},"{groups}"' for user, groups in identities.items()]
-        _write_private(self.work_dir / "tokens.csv", ("\n".join(lines) + "\n").encode())
+        write_private(self.work_dir / "tokens.csv", ("\n".join(lines) + "\n").encode())
         self.kubeconfig = self._write_kubeconfig("kubeconfig", ADMIN_USER)
 
         helm_home = self.work_dir / "helm"
@@ -661,27 +488,16 @@ class ControlPlane:
 
     def _write_kubeconfig(self, name: str, user: str) -> Path:
         assert self._pki is not None
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "kubemaas-test",
-                    "cluster": {"server": self.server, "certificate-authority": str(self._pki.ca_cert)},
-                }
-            ],
-            "users": [{"name": user, "user": {"token": self._tokens[user]}}],
-            "contexts": [{"name": "kubemaas-test", "context": {"cluster": "kubemaas-test", "user": user}}],
-            "current-context": "kubemaas-test",
-        }
-        path = self.work_dir / name
-        _write_private(path, yaml.safe_dump(config, sort_keys=False).encode())
-        return path
-
-    def _spawn(self, name: str, args: Sequence[str], env: dict[str, str] | None = None) -> _Component:
-        component = _Component(
-            name, [str(self.bin_dir / name), *args], self.work_dir / "logs" / f"{name}.log"
+        return write_kubeconfig(
+            self.work_dir / name,
+            server=self.server,
+            ca_cert=self._pki.ca_cert,
+            user=user,
+            token=self._tokens[user],
         )
+
+    def _spawn(self, name: str, args: Sequence[str], env: dict[str, str] | None = None) -> Component:
+        component = Component(name, [str(self.bin_dir / name), *args], self.work_dir / "logs" / f"{name}.log")
         self._components[name] = component
         component.log_file = component.log_path.open("ab")
         component.process = subprocess.Popen(
@@ -692,11 +508,11 @@ class ControlPlane:
             cwd=self.work_dir,
             env={**{key: value for key, value in os.environ.items() if key != "KUBECONFIG"}, **(env or {})},
             start_new_session=True,  # its own process group, which stop() signals
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         return component
 
-    def _stop_component(self, component: _Component) -> None:
+    def _stop_component(self, component: Component) -> None:
         process = component.process
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -731,7 +547,7 @@ class ControlPlane:
                 "--log-level=warn",
             ],
         )
-        self._wait(ETCD, "etcd /health", lambda: b'"true"' in _http_get(f"{client}/health"))
+        self._wait(ETCD, "etcd /health", lambda: b'"true"' in http_get(f"{client}/health"))
 
     def _start_apiserver(self) -> None:
         assert self._pki is not None
@@ -783,9 +599,7 @@ class ControlPlane:
             APISERVER,
             "kube-apiserver /readyz",
             lambda: (
-                _http_get(
-                    f"{self.server}/readyz", token=self._tokens[ADMIN_USER], context=self._ssl_context()
-                )
+                http_get(f"{self.server}/readyz", token=self._tokens[ADMIN_USER], context=self._ssl_context())
                 == b"ok"
             ),
         )
@@ -879,7 +693,7 @@ class ControlPlane:
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE
         url = f"https://127.0.0.1:{self._ports[name]}/healthz"
-        self._wait(name, f"{name} {url}", lambda: _http_get(url, context=insecure) == b"ok")
+        self._wait(name, f"{name} {url}", lambda: http_get(url, context=insecure) == b"ok")
 
     # -- internals: waiting and errors -----------------------------------------------------------
 
@@ -890,7 +704,7 @@ class ControlPlane:
     def _get_json(self, path: str) -> dict[str, Any] | None:
         """GET `path` from the API server as the admin; None on 404."""
         try:
-            body = _http_get(
+            body = http_get(
                 f"{self.server}{path}", token=self._tokens[ADMIN_USER], context=self._ssl_context()
             )
         except urllib.error.HTTPError as error:
@@ -955,20 +769,3 @@ class ControlPlane:
             self._raise_if_dead(cause=failed)
             raise failed
         return result
-
-
-def _http_get(url: str, *, token: str | None = None, context: ssl.SSLContext | None = None) -> bytes:
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=5, context=context) as response:
-        body: bytes = response.read()
-        return body
-
-
-def _condition(obj: dict[str, Any] | None, kind: str) -> str | None:
-    """The status of condition `kind` in obj.status.conditions, if any."""
-    for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if condition.get("type") == kind:
-            return str(condition.get("status"))
-    return None

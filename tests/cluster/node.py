@@ -59,6 +59,8 @@ from tests.cluster.harness import (
     free_ports,
     tail,
 )
+from tests.cluster.kubeconfigs import CLUSTER as KUBECONFIG_CONTEXT
+from tests.cluster.kubeconfigs import write_kubeconfig
 
 NODE_NAME = "kubemaas-node-0"
 BRIDGE = "kubemaas0"
@@ -539,22 +541,14 @@ class RealNode:
             organization=organization,
             client=True,
         )
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "kubemaas",
-                    "cluster": {"server": self.cp.server, "certificate-authority": str(self.cp.ca_cert)},
-                }
-            ],
-            "users": [{"name": name, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
-            "contexts": [{"name": "kubemaas", "context": {"cluster": "kubemaas", "user": name}}],
-            "current-context": "kubemaas",
-        }
-        path = self.work_dir / f"{name}.kubeconfig"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return path
+        return write_kubeconfig(
+            self.work_dir / f"{name}.kubeconfig",
+            server=self.cp.server,
+            ca_cert=self.cp.ca_cert,
+            user=common_name,
+            client_cert=cert,
+            client_key=key,
+        )
 
     def _start_containerd(self) -> None:
         self.containerd_root.mkdir(parents=True, exist_ok=True)
@@ -741,7 +735,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     health 127.0.0.1:{free_ports(1)[0]}
     ready 127.0.0.1:{free_ports(1)[0]}
     kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
-        kubeconfig {kubeconfig} kubemaas
+        kubeconfig {kubeconfig} {KUBECONFIG_CONTEXT}
         pods insecure
         fallthrough in-addr.arpa ip6.arpa
         ttl 5
