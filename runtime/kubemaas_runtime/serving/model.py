@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
 
 from kubemaas_runtime.bundle import (
     EVAL_SET,
@@ -138,8 +138,10 @@ class OnnxModel:
         start = time.perf_counter()
         try:
             values = self.session.run(names, feeds)
-        except InvalidArgument as exc:  # ORT's INVALID_ARGUMENT: the input broke a kernel's contract
-            raise InvalidInput(f"the model rejected the input: {exc}") from None
+        except (InvalidArgument, Fail) as exc:
+            if input_at_fault(exc):
+                raise InvalidInput(f"the model rejected the input: {exc}") from None
+            raise InferenceFailed(f"inference failed: {exc}") from None
         except Exception as exc:  # ORT raises its own exception types; anything else is ours (500)
             raise InferenceFailed(f"inference failed: {exc}") from None
         elapsed = time.perf_counter() - start
@@ -179,6 +181,23 @@ class OnnxModel:
                 return None
             feeds[spec.name] = row.astype(object) if spec.datatype == "BYTES" else row.astype(spec.dtype)
         return feeds
+
+
+RESOURCE_WORDS = ("allocate", "memory", "bad_alloc", "cuda", "device")
+
+
+def input_at_fault(exc: Exception) -> bool:
+    """Whether an ONNX Runtime error during a run was caused by the request's input.
+
+    INVALID_ARGUMENT always is (a Gather index out of range). FAIL is when a node's kernel
+    rejected what it was given (``... while running Reshape node``: an element count that does
+    not divide, shapes that do not broadcast, an index out of range in GatherElements), since the
+    input already matched the signature and the same graph ran its warm-up; a FAIL that names an
+    allocation or a device is the server's own (500)."""
+    if isinstance(exc, InvalidArgument):
+        return True
+    text = str(exc)
+    return "while running" in text and not any(word in text.lower() for word in RESOURCE_WORDS)
 
 
 ServedModel = OnnxModel

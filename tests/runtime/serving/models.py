@@ -158,12 +158,13 @@ def ranker(directory: Path, *, features: int = 4, seed: int = 1) -> Path:
     )
 
 
-def pairs(directory: Path) -> Path:
-    """``x[n, 4]`` reshaped to ``y[2n, 2]``: an output whose leading dim is twice the input's."""
+def pairs(directory: Path, width: int = 4) -> Path:
+    """``x[n, 4]`` reshaped to ``y[2n, 2]``: an output whose leading dim is twice the input's
+    (``width=-1`` leaves x's second dimension dynamic, so an odd element count fails to reshape)."""
     shape = numpy_helper.from_array(np.array([-1, 2], np.int64), "shape")
     return _bare(
         directory, [helper.make_node("Reshape", ["x", "shape"], ["y"])],
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width if width > 0 else "m"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", 2])], [shape],
     )
 

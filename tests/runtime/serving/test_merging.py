@@ -208,3 +208,16 @@ def test_manifest_written_by_training_declares_batch_axis(tmp_path: Path) -> Non
     write_manifest(tmp_path / "m", manifest)
     assert json.loads((tmp_path / "m" / MANIFEST).read_text())["batchAxis"] == 0
     assert load_model(tmp_path / "m").batching.axis == 0
+
+
+def test_run_errors_are_classified_by_whose_fault_they_are(tmp_path: Path) -> None:
+    """A signature-valid input a kernel cannot take is 400 (FAIL from a node); an allocation
+    failure with the same code is 500."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    from kubemaas_runtime.serving.model import input_at_fault
+
+    model = load_model(models.pairs(tmp_path / "pairs", width=-1))  # x[n, m] reshaped to [-1, 2]
+    with pytest.raises(InvalidInput, match="while running Reshape node"):
+        model.run({"x": np.zeros((1, 3), np.float32)})  # 3 elements do not make pairs
+    assert not input_at_fault(Fail("[ONNXRuntimeError] : 1 : FAIL : Failed to allocate memory for requested buffer"))

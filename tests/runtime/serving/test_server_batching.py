@@ -89,9 +89,9 @@ def test_batching_off_runs_one_request_per_call(slow_dir: Path, tmp_path: Path) 
         assert server.stop() == 0
 
 
-def test_a_kernel_failure_answers_500_and_the_server_stays_ready(tmp_path: Path) -> None:
-    """GatherElements reports an out-of-range index as ONNX Runtime's generic FAIL, which says
-    nothing about whose fault it is: 500 (INVALID_ARGUMENT gets 400: see test_merging)."""
+def test_an_input_a_kernel_rejects_gets_400_and_the_server_stays_ready(tmp_path: Path) -> None:
+    """GatherElements reports an out-of-range index as ONNX Runtime's FAIL from the node: the
+    input matched the signature, so the value was at fault (400), as for INVALID_ARGUMENT."""
     server = start_server(models.gather(tmp_path / "gather"), tmp_path / "gather.log", "--name", "gather")
 
     def body(index: int) -> dict[str, object]:
@@ -103,8 +103,9 @@ def test_a_kernel_failure_answers_500_and_the_server_stays_ready(tmp_path: Path)
     try:
         url = f"{server.url}/v2/models/gather/infer"
         bad = httpx.post(url, json=body(7))
-        assert bad.status_code == 500
-        assert bad.json()["error"].startswith("inference failed: ")
+        assert bad.status_code == 400
+        assert bad.json()["error"].startswith("the model rejected the input: ")
+        assert "GatherElements op: Out of range value in index tensor" in bad.json()["error"]
         good = httpx.post(url, json=body(2))
         assert (good.status_code, good.json()["outputs"][0]["data"]) == (200, [12.0])
         assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
