@@ -61,8 +61,9 @@ class ServingSettings(BaseSettings):
     """Largest request line plus headers; bigger ones get 431 and the connection is closed."""
     header_timeout_s: float = Field(default=10.0, gt=0)
     """Longest a client may take to send its request line and headers; slower ones get 408."""
-    body_timeout_s: float = Field(default=30.0, gt=0)
-    """Longest a client may take to send its whole body; slower ones get 408."""
+    body_timeout_s: float = Field(default=10.0, gt=0)
+    """Longest a client may take to send its whole body; slower ones get 408 (16 MiB takes
+    well under a second in a cluster: a client this slow has stalled, and holds buffer space)."""
     compress_min_bytes: int = Field(default=64 * 1024, ge=0)
     """Responses at least this big are gzip- or deflate-encoded when the client's Accept-Encoding
     asks for it; smaller ones are sent as they are (compressing them costs more than it saves)."""
