@@ -40,6 +40,10 @@ def session_options(intra_op_threads: int, inter_op_threads: int) -> ort.Session
 class Decoder:
     """One ONNX Runtime session and a KV buffer of ``slots`` rows of ``context`` positions.
 
+    ``context`` is the model's context length, or ``max_model_len`` when that is smaller (vLLM's
+    setting of the same name): the buffer takes ``2 * layers * slots * kv_heads * context *
+    head_size`` floats, which for a real model's full context would not fit in memory.
+
     Not thread-safe: one thread (the scheduler's) drives it.
     """
 
@@ -49,6 +53,7 @@ class Decoder:
         shape: DecoderShape,
         *,
         slots: int,
+        max_model_len: int | None = None,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         intra_op_threads: int = 1,
         inter_op_threads: int = 1,
@@ -71,7 +76,8 @@ class Decoder:
             raise BundleError(f"{path}: KV cache type {inputs[past0].type} is not supported (float or float16)")
         self.dtype = dtype
         self.position_ids = shape.position_ids if shape.position_ids in inputs else None
-        kv_shape = (slots, shape.kv_heads, shape.context_length, shape.head_size)
+        self.capacity = min(shape.context_length, max_model_len or shape.context_length)
+        kv_shape = (slots, shape.kv_heads, self.capacity, shape.head_size)
         self.keys = [np.zeros(kv_shape, dtype) for _ in range(shape.layers)]
         self.values = [np.zeros(kv_shape, dtype) for _ in range(shape.layers)]
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -79,7 +85,7 @@ class Decoder:
 
     @property
     def context_length(self) -> int:
-        return self.shape.context_length
+        return self.capacity
 
     def _run(self, ids: np.ndarray, mask: np.ndarray, first: int, rows: int, positions: np.ndarray | None) -> np.ndarray:
         binding = self.session.io_binding()

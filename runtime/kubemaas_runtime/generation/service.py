@@ -63,6 +63,7 @@ class GenerationService:
             bundle.path,
             shape,
             slots=settings.max_batch_size,
+            max_model_len=settings.max_model_len,
             providers=self.providers,
             intra_op_threads=settings.intra_op_threads,
             inter_op_threads=settings.inter_op_threads,

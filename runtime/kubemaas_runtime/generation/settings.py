@@ -14,6 +14,9 @@ class GenerationSettings(ServingSettings):
 
     max_waiting: int = Field(default=64, ge=0)
     """Sequences waiting for a slot before new requests get 503 with Retry-After."""
+    max_model_len: int = Field(default=4096, ge=2)
+    """Longest sequence (prompt + output) served, capped by the model's context length; sizes the KV
+    buffer (``2 * layers * max_batch_size * kv_heads * max_model_len * head_size`` floats)."""
     default_max_tokens: int = Field(default=256, ge=1)
     """max_tokens when a request gives none (capped by what the context leaves after the prompt)."""
     provider: Literal["auto", "cpu", "cuda"] = "auto"

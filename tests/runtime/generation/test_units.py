@@ -95,3 +95,12 @@ def test_a_batched_decode_step_equals_one_sequence_at_a_time(tiny_bundle: Path) 
     moved = batch.decode([4], [4])
     np.testing.assert_allclose(moved[0], Decoder(tiny_bundle, shape, slots=1).prefill(0, [12, 13, 14, 3, 4]),
                                atol=1e-4)
+
+
+def test_max_model_len_caps_the_kv_buffer_below_the_models_context(tiny_bundle: Path) -> None:
+    shape = read_genai_config(tiny_bundle)
+    decoder = Decoder(tiny_bundle, shape, slots=2, max_model_len=32)
+    assert (shape.context_length, decoder.context_length) == (1024, 32)
+    assert decoder.keys[0].shape == (2, shape.kv_heads, 32, shape.head_size)
+    with pytest.raises(ValueError, match=r"need 1\.\.32"):
+        decoder.prefill(0, list(range(33)))
