@@ -6,10 +6,13 @@ limit, request metrics by route and status, readiness after load and warm-up, 50
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -144,6 +147,20 @@ class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, service: GenerationService) -> None:
         super().__init__(config)
         self.service = service
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises the captured signal after shutdown, so the process would die "killed by
+        # SIGTERM"; a drained server exits 0 instead (as serving/server.py does for tensor serving).
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         self.service.draining = True

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -192,8 +194,6 @@ def test_v2_generate_and_generate_stream(server: ServeProcess) -> None:
     with httpx.stream("POST", f"{server.url}/v2/models/textgen/generate_stream",
                       json={"text_input": "Dicts", "parameters": params}) as resp:
         events = [line for line in resp.iter_lines() if line.startswith("data: ")]
-    import json
-
     outputs = [json.loads(e[6:]) for e in events]
     assert [o["finish_reason"] for o in outputs][-1] == "length"
     assert outputs[-1]["completion_tokens"] == 6
@@ -228,3 +228,37 @@ def test_a_full_waiting_queue_answers_503_with_retry_after(tiny_bundle: Path, tm
         assert {a.headers["retry-after"] for a in refused} == {"2"}
         assert {a.json()["error"]["code"] for a in refused} == {"overloaded"}
         assert {a.json()["usage"]["completion_tokens"] for a in served} == {1000}
+
+
+def test_a_non_streaming_client_that_disconnects_stops_its_generation(server: ServeProcess) -> None:
+    import socket
+
+    url = server.url
+    before = metric(httpx.get(f"{url}/metrics").text, "kubemaas_request_aborted_total")
+    body = json.dumps({"model": "textgen", "prompt": "Endless", "max_tokens": 1000, "ignore_eos": True}).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        deadline = time.monotonic() + 20
+        while metric(httpx.get(f"{url}/metrics").text, "kubemaas_num_requests_running") == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+    deadline = time.monotonic() + 20
+    while metric(httpx.get(f"{url}/metrics").text, "kubemaas_request_aborted_total") < before + 1:
+        assert time.monotonic() < deadline, "the server generated on for a client that had gone"
+        time.sleep(0.02)
+
+
+def test_sigterm_drains_a_stream_in_flight_then_exits_0(tiny_bundle: Path, tmp_path: Path) -> None:
+    proc = ServeProcess(tiny_bundle, tmp_path / "log")
+    with proc:
+        body = {"model": "textgen", "prompt": "Drain", "max_tokens": 600, "stream": True, "ignore_eos": True,
+                "stream_options": {"include_usage": True}}
+        with httpx.stream("POST", f"{proc.url}/v1/completions", json=body, timeout=60) as resp:
+            lines = resp.iter_lines()
+            assert next(lines).startswith("data: ")
+            proc.popen.send_signal(signal.SIGTERM)
+            rest = [line for line in lines if line.startswith("data: ")]
+        assert rest[-1] == "data: [DONE]"
+        assert json.loads(rest[-2][6:])["usage"]["completion_tokens"] == 600
+        assert proc.popen.wait(30) == 0
