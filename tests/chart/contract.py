@@ -31,6 +31,7 @@ NAMESPACED: frozenset[Permission] = frozenset(
     | _expand("autoscaling", ("horizontalpodautoscalers",), "get list watch create patch update delete")
     | _expand("", ("events",), "get list create patch")  # list: FailedCreate of a Job (pod refusals)
     | _expand("events.k8s.io", ("events",), "create patch")
+    | _expand("gateway.networking.k8s.io", ("httproutes",), "get patch")  # canary weights (spec.rollout.trafficRouting)
 )
 """Permissions on namespaced resources: a Role in watchNamespace mode."""
 

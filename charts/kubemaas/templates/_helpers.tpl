@@ -118,6 +118,9 @@ list and tests/chart/contract.py equal; the chart tests check both ways.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "patch"]
 {{- end }}
 
 {{/*

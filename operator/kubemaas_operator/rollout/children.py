@@ -9,9 +9,11 @@ track, so it also matches canary pods; ownership is by controller reference (the
 controller only adopts orphans), which is what keeps the two apart, as with Argo Rollouts'
 stable and canary ReplicaSets behind one selector.
 
-An HTTPRoute (Gateway API), when the ModelService names one, gets exact weights on two
-backendRefs instead: the stable Service and a ``<name>-canary`` Service that selects only
-canary pods.
+An HTTPRoute (Gateway API), when the ModelService names one (``spec.rollout.trafficRouting.httpRoute``),
+gets exact weights on two backendRefs instead: a ``<name>-stable`` Service that selects only
+stable pods (their Deployment then labels them ``kubemaas.io/track: stable``) and a
+``<name>-canary`` Service that selects only canary pods, as Argo Rollouts' Gateway API plugin
+and Flagger's gatewayapi provider do with their stable and canary Services.
 """
 
 from __future__ import annotations
@@ -23,12 +25,27 @@ from typing import Any
 LABEL_TRACK = "kubemaas.io/track"
 """``canary`` on canary pods (stable pods carry no track label: their Deployment predates it)."""
 CANARY = "canary"
+STABLE = "stable"
 SUFFIX = "-canary"
+STABLE_SUFFIX = "-stable"
+HTTPROUTE_API = "gateway.networking.k8s.io/v1"
 
 
 def canary_name(stable_name: str) -> str:
     """``<stable>-canary``, cut so the result stays a DNS label (63 characters)."""
     return stable_name[: 63 - len(SUFFIX)].rstrip("-") + SUFFIX
+
+
+def stable_name(service: str) -> str:
+    """``<service>-stable``, cut so the result stays a DNS label (63 characters)."""
+    return service[: 63 - len(STABLE_SUFFIX)].rstrip("-") + STABLE_SUFFIX
+
+
+def http_route_of(msvc: Mapping[str, Any]) -> str | None:
+    """``spec.rollout.trafficRouting.httpRoute`` of a ModelService body, or None."""
+    routing = (((msvc.get("spec") or {}).get("rollout") or {}).get("trafficRouting")) or {}
+    name = routing.get("httpRoute") if isinstance(routing, Mapping) else None
+    return str(name) if name else None
 
 
 def canary_deployment(built: Mapping[str, Any], replicas: int) -> dict[str, Any]:
@@ -56,21 +73,40 @@ def canary_service(stable: Mapping[str, Any]) -> dict[str, Any]:
     return svc
 
 
+def stable_service(main: Mapping[str, Any]) -> dict[str, Any]:
+    """A Service for the stable pods only (an HTTPRoute backendRef), from the ModelService's Service."""
+    svc = copy.deepcopy(dict(main))
+    svc["metadata"]["name"] = stable_name(svc["metadata"]["name"])
+    svc["spec"]["selector"] = {**svc["spec"]["selector"], LABEL_TRACK: STABLE}
+    return svc
+
+
 def route_weights(route: Mapping[str, Any], stable_service: str, canary_service_name: str,
-                  weight: int, port: int) -> dict[str, Any]:
+                  weight: int, port: int, also: tuple[str, ...] = ()) -> dict[str, Any]:
     """``route`` (a gateway.networking.k8s.io HTTPRoute) with every rule's backendRefs set to
     the stable Service at ``100 - weight`` and the canary Service at ``weight``.
 
-    Rules that do not send to the stable Service are left alone; weight 0 drops the canary ref.
+    Rules that send to none of the stable Service, the canary Service and the names in ``also``
+    (e.g. the ModelService's own Service, which a user's route names) are left alone, and so are
+    their other backends; weight 0 drops the canary ref.
     """
+    ours = (stable_service, canary_service_name, *also)
     out = copy.deepcopy(dict(route))
     for rule in out.get("spec", {}).get("rules", []) or []:
         refs = rule.get("backendRefs") or []
-        if not any(r.get("name") in (stable_service, canary_service_name) for r in refs):
+        if not any(r.get("name") in ours for r in refs):
             continue
-        others = [r for r in refs if r.get("name") not in (stable_service, canary_service_name)]
+        others = [r for r in refs if r.get("name") not in ours]
         mine = [{"name": stable_service, "port": port, "weight": 100 - weight}]
         if weight > 0:
             mine.append({"name": canary_service_name, "port": port, "weight": weight})
         rule["backendRefs"] = [*others, *mine]
     return out
+
+
+def route_backends(route: Mapping[str, Any] | None) -> list[list[tuple[str, int | None, int | None]]]:
+    """(name, port, weight) of every rule's backendRefs: what ``route_weights`` sets, without the
+    fields the API server defaults (group, kind), to tell whether a write is needed."""
+    rules = ((route or {}).get("spec") or {}).get("rules") or []
+    return [[(str(r.get("name")), r.get("port"), r.get("weight")) for r in rule.get("backendRefs") or []]
+            for rule in rules]

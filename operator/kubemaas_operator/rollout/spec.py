@@ -104,12 +104,21 @@ class Analysis(_Spec):
         return _seconds(value, names.get(info.field_name, info.field_name))
 
 
+class TrafficRouting(_Spec):
+    """``spec.rollout.trafficRouting``: exact canary weights through a Gateway API HTTPRoute in the
+    ModelService's namespace (Argo Rollouts' Gateway API plugin takes the same ``httpRoute`` name),
+    instead of the split by pod count behind the one Service."""
+
+    http_route: str | None = Field(default=None, alias="httpRoute")
+
+
 class RolloutSpec(_Spec):
     """``spec.rollout``: ``RollingUpdate`` (replace every pod, the default) or ``Canary``."""
 
     strategy: Strategy = "RollingUpdate"
     steps: tuple[CanaryStep, ...] = ()
     analysis: Analysis = Field(default_factory=Analysis)
+    traffic_routing: TrafficRouting = Field(default_factory=TrafficRouting, alias="trafficRouting")
 
     @model_validator(mode="after")
     def _increasing(self) -> RolloutSpec:

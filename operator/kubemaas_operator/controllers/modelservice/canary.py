@@ -23,7 +23,7 @@ from typing import Any
 import kopf
 
 from kubemaas_operator.controllers.context import Context
-from kubemaas_operator.controllers.modelservice import children
+from kubemaas_operator.controllers.modelservice import children, route
 from kubemaas_operator.controllers.modelservice.children import ServingBundle
 from kubemaas_operator.controllers.modelservice.observe import deployment_health
 from kubemaas_operator.controllers.modelservice.spec import ModelServiceSpec
@@ -213,6 +213,12 @@ async def step_rollout(
         await ctx.kube.merge_patch("apps/v1", "Deployment", namespace, canary_deploy_name, {"spec": {"replicas": 0}})
     if new.phase not in ("Progressing", "Paused"):
         ctx.analyses.forget(key)
+    routed = None
+    if rspec.traffic_routing.http_route:  # exact weights on the named HTTPRoute's backendRefs
+        judged = new.canary is not None and new.phase in ACTIVE
+        weight = route.weight_to_route(plan.weight if judged else 0, obs.canary_ready,
+                                       route.stable_labelled(stable_deploy))
+        routed = await route.set_route_weights(ctx, msvc, rspec.traffic_routing.http_route, weight)
 
     body = {**msvc, "kind": KIND, "apiVersion": API_VERSION}
     for event in plan.events:
@@ -235,6 +241,10 @@ async def step_rollout(
         requeue = min(TICK_S, due) if due is not None else TICK_S
         requeue = max(requeue, 0.5)
     status = _status(new, plan.weight, split)
+    if routed is not None and status["rollout"]["split"] is not None:
+        status["rollout"]["split"]["mode"] = routed.note
+        if routed.weight:  # exact; at 0 the route sends to the one Service, so the pod count decides
+            status["rollout"]["split"]["effectiveWeight"] = float(routed.weight)
     last = ctx.analyses.last(key) if new.phase in ("Progressing", "Paused") else None
     status["rollout"]["lastAnalysis"] = {"decision": last.decision, "reason": last.reason} if last else None
     return CanaryResult(stable_bundle, stable_replicas, status, requeue)

@@ -29,6 +29,7 @@ from kubemaas_operator.kube.manifests import (
     stable_hash,
     storage_env_from,
 )
+from kubemaas_operator.rollout.children import LABEL_TRACK, STABLE, http_route_of
 from kubemaas_operator.settings import OperatorSettings
 from kubemaas_runtime import contracts
 from kubemaas_runtime.contracts import ServingEnv, StorageEnv
@@ -231,6 +232,8 @@ def deployment(
     name = owner["metadata"]["name"]
     image = spec.runtime.image or settings.serving_image
     pod_labels = {**labels(COMPONENT, name, **{LABEL_MODELSERVICE: name}), **match_labels(name)}
+    if http_route_of(owner):  # the HTTPRoute's stable backend selects these pods only (rollout.children)
+        pod_labels[LABEL_TRACK] = STABLE
     volumes: list[dict[str, Any]] = [
         {"name": "models", "emptyDir": {"sizeLimit": spec.storage.size_limit}},
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
