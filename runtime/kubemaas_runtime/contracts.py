@@ -31,6 +31,10 @@ within the accuracy gate, a variant name that variant. A new variant is added he
 
 COMPRESSION_MODES: Final[tuple[CompressionMode, ...]] = get_args(CompressionMode)
 DEFAULT_COMPRESSION_MODE: Final[CompressionMode] = "none"
+TextgenCompressionMode = Literal["int4", "int8"]
+"""The fixed modes of a text-generation bundle (weight-only MatMulNBits, gated on perplexity);
+``spec.compression.mode`` takes them besides ``CompressionMode`` (``auto`` and ``none`` serve both tasks)."""
+TEXTGEN_COMPRESSION_MODES: Final[tuple[TextgenCompressionMode, ...]] = get_args(TextgenCompressionMode)
 DEFAULT_MAX_ACCURACY_DROP: Final = 0.01
 """Largest allowed accuracy drop relative to fp32, a fraction (0.01 = 1 point)."""
 

@@ -204,3 +204,13 @@ def test_textgen_recipe_params_become_set_flags() -> None:
     assert cmd[cmd.index("--epochs") + 1] == "1"
     flags = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--set"]
     assert flags == ["bf16=false", "heldout_fraction=0.1", "hidden=64", "layers=2"]
+
+
+def test_textgen_fixed_modes_are_the_runtimes_and_reach_the_job() -> None:
+    from kubemaas_runtime.compression.textgen import BITS, TEXTGEN_MODES
+
+    assert set(contracts.TEXTGEN_COMPRESSION_MODES) == set(BITS) == set(TEXTGEN_MODES) - {"auto", "none"}
+    args = container(spec(mode="int4"), text_generation=True)["args"]
+    assert (args[args.index("--mode") + 1], args[args.index("--max-perplexity-increase") + 1]) == ("int4", "0.05")
+    with pytest.raises(kopf.PermanentError, match=r"mode auto.*'int8'"):
+        spec(mode="int8", methods=["distill"])

@@ -40,7 +40,7 @@ def spec_schema(crd: str) -> dict[str, Any]:
 
 def test_crd_compression_enum_and_defaults_are_the_contract() -> None:
     comp = spec_schema("modelservice.yaml")["compression"]["properties"]
-    assert tuple(comp["mode"]["enum"]) == contracts.COMPRESSION_MODES
+    assert tuple(comp["mode"]["enum"]) == contracts.COMPRESSION_MODES + contracts.TEXTGEN_COMPRESSION_MODES
     assert (comp["mode"]["default"], comp["maxAccuracyDrop"]["default"]) == (
         contracts.DEFAULT_COMPRESSION_MODE, contracts.DEFAULT_MAX_ACCURACY_DROP)
 

@@ -48,7 +48,7 @@ class Compression(_Spec):
     text-generation bundle (None: the runtime's default, ``contracts.DEFAULT_MAX_PERPLEXITY_INCREASE``).
     """
 
-    mode: contracts.CompressionMode = contracts.DEFAULT_COMPRESSION_MODE
+    mode: contracts.CompressionMode | contracts.TextgenCompressionMode = contracts.DEFAULT_COMPRESSION_MODE
     max_accuracy_drop: float = Field(default=contracts.DEFAULT_MAX_ACCURACY_DROP, alias="maxAccuracyDrop", ge=0, le=1)
     methods: tuple[contracts.CompressionMethod, ...] = Field(
         default=contracts.DEFAULT_COMPRESSION_METHODS, min_length=1, max_length=len(contracts.COMPRESSION_METHODS))
