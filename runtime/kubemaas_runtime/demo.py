@@ -359,9 +359,10 @@ def run_textgen(settings: DemoSettings, work: Path, log: Callable[[str], None],
                             bundle, compressed, logs, settings.timeout_s)
     log(f"      selected {compression.get('selected')} ({time.monotonic() - t:.1f}s)")
 
+    t = time.monotonic()
     log("[7/8] serving the selected variant with kubemaas serve (OpenAI-compatible API)")
     with serve(compressed, logs, settings.timeout_s) as base:
-        log(f"      ready at {base}/v1")
+        log(f"      ready at {base}/v1 ({time.monotonic() - t:.1f}s)")
         try:
             model = served_model(base)
             streamer = make_streamer(settings.client, base, model)
