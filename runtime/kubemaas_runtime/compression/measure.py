@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from kubemaas_runtime.bundle import TensorSpec
+from kubemaas_runtime.serving.datatypes import V2_TO_NUMPY
 
 Task = Literal["classification", "regression"]
 EVAL_BATCH = 32
@@ -57,20 +58,7 @@ class Quality(BaseModel):
     rmse: float | None = None
 
 
-NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-}
+NUMPY_DTYPES: dict[str, np.dtype[Any]] = {k: v for k, v in V2_TO_NUMPY.items() if k != "BYTES"}
 """Open Inference Protocol v2 datatypes (the manifest's) -> numpy; BYTES has no tensor to compress."""
 
 
