@@ -50,7 +50,8 @@ def failing(directory: Path) -> Path:
     """Loads and warms up (on zeros), then fails every request whose inputs are not all zero.
 
     ``y = GatherElements(x, ceil(|x|) * 100)``: a zero input gathers index 0, anything else an
-    index out of range, which ONNX Runtime rejects at run time (the server answers 500).
+    index out of range, which ONNX Runtime rejects at run time (the server answers 400: a
+    kernel rejecting a signature-valid value is taken to be the value's fault).
     """
     hundred = numpy_helper.from_array(np.array(100.0, dtype=np.float32), "hundred")
     nodes = [

@@ -76,9 +76,15 @@ def test_good_canary_passes(serve: dict[str, ServeProcess]) -> None:
 
 
 def test_failing_canary_is_rolled_back_with_the_numbers(serve: dict[str, ServeProcess]) -> None:
+    """The failing model's kernel rejects every non-zero input, which the server cannot tell from
+    a bad value and answers 400; the analysis still rolls it back, because stable accepts the
+    same requests."""
     v = one_interval(serve["stable"], serve["failing"])
     assert v.decision == "rollback"
-    assert v.reason == "canary error rate 1.00 > 0.01 over 24 requests (stable 0.00 over 96)"
+    assert v.reason == (
+        "canary rejects requests stable accepts: 4xx rate 1.00 vs stable 0.00 over 24 requests "
+        "(difference > maxErrorRate 0.01)"
+    )
 
 
 def test_slow_canary_is_rolled_back_on_p95(serve: dict[str, ServeProcess]) -> None:
