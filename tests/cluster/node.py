@@ -61,6 +61,7 @@ from tests.cluster.harness import (
 )
 from tests.cluster.kubeconfigs import CLUSTER as KUBECONFIG_CONTEXT
 from tests.cluster.kubeconfigs import write_kubeconfig
+from tests.cluster.processes import die_with_parent
 
 NODE_NAME = "kubemaas-node-0"
 BRIDGE = "kubemaas0"
@@ -231,6 +232,7 @@ class RealNode:
             )
             (self.work_dir / "logs").mkdir()
             self.socket = self.work_dir / "containerd.sock"
+            self._clear_stale_node()
             self._save_host_state()
             self._setup_network()
             return self
@@ -410,6 +412,25 @@ class RealNode:
             if saved.strip():
                 _run([f"{tool}-restore"], input=saved.encode())
 
+    def _clear_stale_node(self) -> None:
+        """Remove what a real node of an earlier, killed run left: its bridge and kube-proxy's
+        iptables rules. Refuses while another real node's kubelet is alive."""
+        if not _run(["ip", "link", "show", BRIDGE], check=False).strip():
+            return
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"/kubelet") and any(b"/kmn-" in arg for arg in argv):
+                raise ControlPlaneError(
+                    f"another real node is running (kubelet pid {entry.name}) and owns bridge {BRIDGE}"
+                )
+        _run(["ip", "link", "delete", BRIDGE], check=False)
+        _run([str(self.bin_dir / KUBE_PROXY), "--cleanup"], check=False, timeout=60)
+
     def _setup_network(self) -> None:
         for name, value in SYSCTLS_SET.items():
             _sysctl_path(name).write_text(value + "\n")
@@ -497,6 +518,7 @@ class RealNode:
             cwd=self.work_dir,
             env={k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
             start_new_session=True,
+            preexec_fn=die_with_parent,  # a killed test process takes the node with it
         )
         return proc
 
