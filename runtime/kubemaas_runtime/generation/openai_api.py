@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import Response, StreamingResponse
 
+from kubemaas_runtime.generation.sampling import SEED_MAX, SEED_MIN
 from kubemaas_runtime.generation.scheduler import Delta, QueueFull
 from kubemaas_runtime.generation.service import GenerationService, Prepared, RequestError
 
@@ -38,8 +39,56 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+def _set(value: Any) -> bool:
+    """A field the client set to something other than its off value (null, false, 0, "", {}, [])."""
+    return value not in (None, False, 0, "", {}, [])
+
+
+UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
+    "frequency_penalty": _set,
+    "presence_penalty": _set,
+    "logit_bias": _set,
+    "logprobs": lambda v: v is not None and v is not False,
+    "top_logprobs": lambda v: v is not None,
+    "echo": _set,
+    "suffix": _set,
+    "best_of": lambda v: v not in (None, 1),
+    "tools": _set,
+    "functions": _set,
+    "tool_choice": lambda v: v not in (None, "none", "auto"),
+    "response_format": lambda v: v is not None and not (isinstance(v, dict) and v.get("type") == "text"),
+    "modalities": lambda v: v not in (None, ["text"]),
+    "audio": lambda v: v is not None,
+    "prediction": lambda v: v is not None,
+}
+"""OpenAI fields that change what the answer means and that this server does not implement:
+a request that sets one is refused (400 naming it) rather than answered as if it had not been
+set. Fields that change nothing about the answer (``user``, ``metadata``, ``store``...) are
+ignored, as vLLM does. ``logprobs=0`` on /v1/completions still asks for the sampled token's
+log probability, so only null is "off" there."""
+
+
+def check_supported(raw: dict[str, Any]) -> None:
+    """``RequestError`` (400, ``param`` = the field) for the first field of ``UNSUPPORTED`` that is set."""
+    for name, is_set in UNSUPPORTED.items():
+        if name in raw and is_set(raw[name]):
+            raise RequestError(
+                f"{name}={orjson.dumps(raw[name]).decode()[:100]} is not supported by this server; "
+                "leave it out (or at its default)", name, code="unsupported_parameter")
+
+
+def check_stops(stop: str | list[str] | None) -> tuple[str, ...]:
+    """The stop strings as a tuple; ``ValueError`` unless there are at most 4, none of them empty
+    (an empty one would match at once and end every generation before its first character)."""
+    stops = [stop] if isinstance(stop, str) else stop or []
+    if len(stops) > 4 or any(not s for s in stops):
+        raise ValueError("stop takes up to 4 non-empty strings")
+    return tuple(stops)
+
+
 class SamplingFields(BaseModel):
-    """Fields common to both endpoints; unknown OpenAI fields are ignored as vLLM does."""
+    """Fields common to both endpoints; unknown OpenAI fields are ignored as vLLM does, unless they
+    ask for something not implemented (``UNSUPPORTED``)."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
@@ -49,7 +98,7 @@ class SamplingFields(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int = Field(default=0, ge=-1)
     """Not in OpenAI's schema (vLLM's extension, sent via ``extra_body``); 0 or -1 is off."""
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1, le=1)
     stream: bool = False
@@ -60,9 +109,7 @@ class SamplingFields(BaseModel):
     @field_validator("stop")
     @classmethod
     def _stops(cls, stop: str | list[str] | None) -> str | list[str] | None:
-        stops = [stop] if isinstance(stop, str) else stop or []
-        if len(stops) > 4 or any(not s for s in stops):
-            raise ValueError("stop takes up to 4 non-empty strings")
+        check_stops(stop)
         return stop
 
     def sampling(self) -> dict[str, object]:
@@ -123,6 +170,7 @@ async def parse(request: Request, model: type[SamplingFields]) -> Any:
         raise RequestError(f"the body is not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise RequestError(f"the body must be a JSON object, got {type(raw).__name__}")
+    check_supported(raw)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -198,11 +246,18 @@ async def event_stream(
 
 
 def register_openai_routes(app: FastAPI, service: GenerationService) -> None:
+    def card() -> dict[str, Any]:
+        return {"id": service.name, "object": "model", "created": service.created, "owned_by": "kubemaas",
+                "max_model_len": service.context_length}
+
     @app.get("/v1/models")
     async def models() -> Response:
-        card = {"id": service.name, "object": "model", "created": service.created, "owned_by": "kubemaas",
-                "max_model_len": service.context_length}
-        return Response(orjson.dumps({"object": "list", "data": [card]}), media_type="application/json")
+        return Response(orjson.dumps({"object": "list", "data": [card()]}), media_type="application/json")
+
+    @app.get("/v1/models/{model:path}")
+    async def model(model: str) -> Response:
+        check_model(service, model)
+        return Response(orjson.dumps(card()), media_type="application/json")
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:

@@ -26,6 +26,23 @@ class SamplingParams:
     """Keep generating past end-of-sequence tokens (vLLM's extension; benchmarks use it for fixed lengths)."""
 
 
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+"""Seeds accepted from clients: any signed or unsigned 64-bit integer (vLLM takes the signed range)."""
+
+
+def generator(seed: int | None) -> np.random.Generator:
+    """A request's random generator; a negative ``seed`` is read as its unsigned 64-bit pattern
+    (numpy takes only non-negative seeds), so ``-1`` and ``2**64 - 1`` draw the same tokens.
+
+    Raises ``ValueError`` for a seed outside ``[SEED_MIN, SEED_MAX]``.
+    """
+    if seed is None:
+        return np.random.default_rng()
+    if not SEED_MIN <= seed <= SEED_MAX:
+        raise ValueError(f"seed {seed} is outside the 64-bit range [{SEED_MIN}, {SEED_MAX}]")
+    return np.random.default_rng(seed % 2**64)
+
+
 def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
     """One token id from ``logits`` (``[vocab]``, any float dtype)."""
     if params.temperature <= 0.0:

@@ -28,7 +28,7 @@ import numpy as np
 
 from kubemaas_runtime.generation.engine import Decoder
 from kubemaas_runtime.generation.metrics import GenerationMetrics
-from kubemaas_runtime.generation.sampling import SamplingParams, sample
+from kubemaas_runtime.generation.sampling import SamplingParams, generator, sample
 from kubemaas_runtime.generation.tokenizer import IncrementalDetokenizer, TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class Sequence:
     rng: np.random.Generator = field(init=False)
 
     def __post_init__(self) -> None:
-        self.rng = np.random.default_rng(self.params.seed)
+        self.rng = generator(self.params.seed)
 
 
 class Scheduler:

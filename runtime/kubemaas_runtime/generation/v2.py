@@ -11,10 +11,11 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import Response, StreamingResponse
 
-from kubemaas_runtime.generation.openai_api import collect, failure, sse
+from kubemaas_runtime.generation.openai_api import check_stops, collect, failure, sse
+from kubemaas_runtime.generation.sampling import SEED_MAX, SEED_MIN
 from kubemaas_runtime.generation.scheduler import Delta
 from kubemaas_runtime.generation.service import GenerationService, Prepared, RequestError
 
@@ -25,9 +26,16 @@ class GenerateParameters(BaseModel):
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int = Field(default=0, ge=-1)
-    seed: int | None = None
-    stop: list[str] = Field(default_factory=list, max_length=4)
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
+    stop: str | list[str] = Field(default_factory=list)
+    """One stop string or up to 4, as OpenAI's ``stop`` takes them."""
     ignore_eos: bool = False
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, stop: str | list[str]) -> str | list[str]:
+        check_stops(stop)
+        return stop
 
 
 class GenerateRequest(BaseModel):
@@ -50,10 +58,11 @@ def register_v2_generate_routes(app: FastAPI, service: GenerationService) -> Non
         except orjson.JSONDecodeError as exc:
             raise RequestError(f"the body is not valid JSON: {exc}") from exc
         except ValidationError as exc:
-            raise RequestError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
+            raise RequestError("; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                                         for e in exc.errors())) from exc
         p = body.parameters
         params = {"temperature": float(p.temperature), "top_p": float(p.top_p), "top_k": max(p.top_k, 0),
-                  "seed": p.seed, "stop": tuple(p.stop), "ignore_eos": p.ignore_eos}
+                  "seed": p.seed, "stop": check_stops(p.stop), "ignore_eos": p.ignore_eos}
         return body, service.prepare(body.text_input, p.max_tokens, params)
 
     def output(body: GenerateRequest, text: str, delta: Delta) -> dict[str, Any]:

@@ -1,0 +1,92 @@
+"""Requests a newcomer sends with the official ``openai`` client that the server must answer
+correctly or refuse by name, on a real ``kubemaas serve`` process serving a model trained in this
+session: negative seeds, ``models.retrieve``, fields that ask for something not implemented, and
+the v2 generate extension's ``stop``."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from kubemaas_runtime.generation.sampling import SEED_MAX, generator
+from kubemaas_runtime.serving.process import ServeProcess
+
+pytestmark = pytest.mark.slow
+EXACT = {"ignore_eos": True}
+
+
+def client(server: ServeProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def test_a_negative_seed_reproduces_like_any_seed(server: ServeProcess) -> None:
+    c = client(server)
+    texts = [c.completions.create(model="textgen", prompt="Lists are", max_tokens=12, seed=-1,
+                                  extra_body=EXACT).choices[0].text for _ in range(2)]
+    assert texts[0] == texts[1]
+
+
+def test_a_seed_outside_64_bits_is_a_400_naming_seed(server: ServeProcess) -> None:
+    resp = httpx.post(f"{server.url}/v1/completions",
+                      json={"model": "textgen", "prompt": "x", "max_tokens": 2, "seed": -(2**63) - 1})
+    assert resp.status_code == 400
+    assert resp.json()["error"]["param"] == "seed"
+
+
+def test_negative_seeds_are_read_as_their_unsigned_bits() -> None:
+    assert generator(-1).integers(1 << 30, size=4).tolist() == generator(SEED_MAX).integers(1 << 30, size=4).tolist()
+
+
+def test_models_retrieve_returns_the_served_model(server: ServeProcess) -> None:
+    model = client(server).models.retrieve("textgen")
+    assert (model.id, model.object, model.owned_by) == ("textgen", "model", "kubemaas")
+    with pytest.raises(openai.NotFoundError):
+        client(server).models.retrieve("gpt-5")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "field", "value"),
+    [
+        ("completions", "echo", True),
+        ("completions", "logprobs", 2),
+        ("completions", "best_of", 3),
+        ("completions", "suffix", "end"),
+        ("completions", "presence_penalty", 1.5),
+        ("completions", "frequency_penalty", -0.5),
+        ("completions", "logit_bias", {"50": 100}),
+        ("chat/completions", "logprobs", True),
+        ("chat/completions", "top_logprobs", 3),
+        ("chat/completions", "tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+        ("chat/completions", "tool_choice", "required"),
+        ("chat/completions", "response_format", {"type": "json_object"}),
+    ],
+)
+def test_a_field_that_asks_for_something_not_implemented_is_refused_by_name(
+        server: ServeProcess, endpoint: str, field: str, value: object) -> None:
+    body: dict[str, object] = {"model": "textgen", "max_tokens": 2, field: value}
+    body.update({"prompt": "x"} if endpoint == "completions" else {"messages": [{"role": "user", "content": "x"}]})
+    resp = httpx.post(f"{server.url}/v1/{endpoint}", json=body)
+    assert resp.status_code == 400
+    assert resp.json()["error"]["param"] == field
+    assert field in resp.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("presence_penalty", 0), ("logprobs", False), ("response_format", {"type": "text"}), ("tool_choice", "none"),
+     ("user", "alice"), ("best_of", 1)],
+)
+def test_fields_at_their_off_value_are_accepted(server: ServeProcess, field: str, value: object) -> None:
+    body = {"model": "textgen", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2, field: value}
+    assert httpx.post(f"{server.url}/v1/chat/completions", json=body).status_code == 200
+
+
+def test_v2_generate_takes_one_stop_string_and_refuses_an_empty_one(server: ServeProcess) -> None:
+    url = f"{server.url}/v2/models/textgen/generate"
+    one = httpx.post(url, json={"text_input": "Dicts", "parameters": {"max_tokens": 4, "stop": "\x00"}})
+    assert one.status_code == 200
+    assert one.json()["completion_tokens"] == 4
+    empty = httpx.post(url, json={"text_input": "Dicts", "parameters": {"max_tokens": 4, "stop": [""]}})
+    assert empty.status_code == 400
+    assert "parameters.stop" in empty.json()["error"]
