@@ -379,6 +379,20 @@ def load_bundle(directory: Path, *, verify: bool = True) -> Bundle:
     return Bundle(path=directory, manifest=manifest, digest=sha256_file(directory / MANIFEST))
 
 
+def fetch_bytes(bundle: Bundle) -> int:
+    """Bytes a ``kubemaas fetch`` of ``bundle`` writes: ``model.json`` plus every file it lists.
+
+    Sizes come from the manifest (schema 2 and later), else from the files on disk (schema 1).
+    The operator derives the serving pod's model-volume ``sizeLimit`` from this number.
+    Raises OSError when an unsized listed file is missing.
+    """
+    listed = sum(
+        entry.size if entry.size is not None else (bundle.path / check_relative(rel)).stat().st_size
+        for rel, entry in bundle.manifest.files.items()
+    )
+    return listed + (bundle.path / MANIFEST).stat().st_size
+
+
 def write_manifest(directory: Path, manifest: Manifest, files: list[str] | None = None) -> Bundle:
     """Checksum ``files`` (default: every regular file present except model.json) and write model.json."""
     directory = Path(directory)

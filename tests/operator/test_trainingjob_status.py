@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from kubemaas_operator.controllers.trainingjob import observe as ts
 from kubemaas_operator.controllers.trainingjob import spec as tjspec
 from kubemaas_operator.controllers.trainingjob.reconcile import remaining_deadline, start_time
@@ -141,6 +143,19 @@ def test_parse_artifact_rejects_bad_checksum() -> None:
     assert ts.parse_artifact(json.dumps({"artifact": {"uri": "s3://b/p"}})) == (
         {"uri": "s3://b/p", "metrics": {}}, "",
     )
+
+
+def test_parse_artifact_keeps_the_bundle_size() -> None:
+    sha = "a" * 64
+    message = json.dumps({"artifact": {"uri": "s3://b/p", "sha256": sha, "metrics": {}, "sizeBytes": 123456}})
+    assert ts.parse_artifact(message) == ({"uri": "s3://b/p", "sha256": sha, "metrics": {}, "sizeBytes": 123456}, "")
+
+
+@pytest.mark.parametrize("size", [-1, "12MB", 1.5, True])
+def test_parse_artifact_rejects_a_size_that_is_not_a_byte_count(size: object) -> None:
+    message = json.dumps({"artifact": {"uri": "s3://b/p", "sizeBytes": size}})
+    assert ts.parse_artifact(message) == (
+        None, f"artifact.sizeBytes must be a non-negative integer, got {size!r}")
 
 
 def test_desired_conditions_mark_only_the_phase_true() -> None:

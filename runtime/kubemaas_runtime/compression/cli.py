@@ -87,7 +87,7 @@ def _table(outcome_report: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from kubemaas_runtime.bundle import BundleError
+    from kubemaas_runtime.bundle import BundleError, fetch_bytes
     from kubemaas_runtime.compression.pipeline import compress
     from kubemaas_runtime.compression.report import gate_failure, termination_message, write_termination
     from kubemaas_runtime.compression.students import build_students, parse_methods
@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
             if set(made) & set(students):
                 raise ValueError(f"--student {sorted(set(made) & set(students))[0]}: also made by --methods; rename it")
             outcome = compress(bundle_dir, out_dir, settings, {**students, **made}, quantize="quantize" in methods)
+            size = fetch_bytes(outcome.bundle) if outcome.bundle is not None else None
             uri = args.output
             if outcome.bundle is not None and _is_uri(args.output):
                 from kubemaas_runtime.storage import upload
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     report = outcome.report
     sys.stdout.write(_table(report) + "\n")
     digest = outcome.bundle.digest if outcome.bundle else None
-    write_termination(settings.termination_log, termination_message(report, uri, digest))
+    write_termination(settings.termination_log, termination_message(report, uri, digest, size_bytes=size))
     if outcome.bundle is None:
         sys.stderr.write(gate_failure(report) + "\n")
         return 1

@@ -59,8 +59,13 @@ def gate_failure(report: Report) -> str:
     )
 
 
-def termination_message(report: Report | None, uri: str | None, digest: str | None, reason: str = "") -> dict[str, Any]:
-    """Contract 3's compress message; ``bundle`` is null unless a variant was selected."""
+def termination_message(
+    report: Report | None, uri: str | None, digest: str | None, reason: str = "", *, size_bytes: int | None = None,
+) -> dict[str, Any]:
+    """Contract 3's compress message; ``bundle`` is null unless a variant was selected.
+
+    ``size_bytes``: what a fetch of the output bundle writes (``bundle.fetch_bytes``), recorded as
+    ``bundle.sizeBytes`` so the operator can size the serving pod's model volume."""
     variant_keys = (
         "name", "sizeBytes", "p50Batch1Ms", "p95Batch1Ms", "p50Batch32Ms", "p95Batch32Ms",
         "accuracy", "accuracyDrop", "agreement", "rmse", "passed",
@@ -74,9 +79,14 @@ def termination_message(report: Report | None, uri: str | None, digest: str | No
     return {
         "selected": selected,
         "reason": report.reason if report else reason,
-        "bundle": {"uri": uri, "sha256": digest} if selected and uri and digest else None,
+        "bundle": bundle_ref(uri, digest, size_bytes) if selected and uri and digest else None,
         "variants": variants,
     }
+
+
+def bundle_ref(uri: str, digest: str, size_bytes: int | None) -> dict[str, Any]:
+    """The report's ``bundle`` object: uri, sha256 and, when known, sizeBytes."""
+    return {"uri": uri, "sha256": digest, **({"sizeBytes": size_bytes} if size_bytes is not None else {})}
 
 
 def encode_termination(message: dict[str, Any]) -> str:

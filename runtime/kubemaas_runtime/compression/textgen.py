@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 
-from kubemaas_runtime.bundle import MANIFEST, Bundle, BundleError, load_bundle
+from kubemaas_runtime.bundle import MANIFEST, Bundle, BundleError, fetch_bytes, load_bundle
 from kubemaas_runtime.generation.engine import Decoder
 from kubemaas_runtime.generation.folder import read_genai_config
 from kubemaas_runtime.generation.tokenizer import TextTokenizer
@@ -211,8 +211,12 @@ def _select(results: list[TextgenMeasurement], mode: str, gate: float) -> tuple[
                        f"{best.tokens_per_second:.0f} tokens/s (perplexity +{100 * best.perplexity_increase:.2f}%)")
 
 
-def termination(report: TextgenReport | None, uri: str | None, digest: str | None, reason: str = "") -> dict[str, object]:
+def termination(
+    report: TextgenReport | None, uri: str | None, digest: str | None, reason: str = "", *, size_bytes: int | None = None,
+) -> dict[str, object]:
     """The compress termination message (same keys as tensor bundles; perplexity and speed per variant)."""
+    from kubemaas_runtime.compression.report import bundle_ref
+
     variants = [
         {"name": m.name, "sizeBytes": m.size_bytes, "perplexity": round(m.perplexity, 6),
          "perplexityIncrease": round(m.perplexity_increase, 6), "tokensPerSecond": round(m.tokens_per_second, 1),
@@ -221,7 +225,8 @@ def termination(report: TextgenReport | None, uri: str | None, digest: str | Non
     ]
     selected = report.selected if report else None
     return {"selected": selected, "reason": report.reason if report else reason,
-            "bundle": {"uri": uri, "sha256": digest} if selected and uri and digest else None, "variants": variants}
+            "bundle": bundle_ref(uri, digest, size_bytes) if selected and uri and digest else None,
+            "variants": variants}
 
 
 def table(report: TextgenReport) -> str:
@@ -279,6 +284,7 @@ def maybe_run(args: object) -> int | None:
                 bundle_dir, out_dir, mode=mode, max_perplexity_increase=0.05 if gate is None else float(gate),
                 threads=getattr(args, "threads", None) or 1,
             )
+            size = fetch_bytes(result) if result is not None else None
             uri = output
             if result is not None and "://" in output:
                 from kubemaas_runtime.storage import upload
@@ -289,7 +295,7 @@ def maybe_run(args: object) -> int | None:
             write(termination(None, None, None, reason=str(exc)))
             return 2
     sys.stdout.write(table(report) + "\n")
-    write(termination(report, uri, result.digest if result else None))
+    write(termination(report, uri, result.digest if result else None, size_bytes=size))
     if result is None:
         sys.stderr.write(f"kubemaas compress: no variant meets the gate: {report.reason}\n")
         return 1

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kubemaas_runtime.bundle import CHECKPOINT, EVAL_SET, MODEL, Manifest, Source, write_manifest
+from kubemaas_runtime.bundle import CHECKPOINT, EVAL_SET, MODEL, Manifest, Source, fetch_bytes, write_manifest
 from kubemaas_runtime.storage import upload
 from kubemaas_runtime.training import progress
 from kubemaas_runtime.training.distributed import current
@@ -27,12 +27,22 @@ from kubemaas_runtime.training.settings import TrainingSettings
 
 @dataclass(frozen=True)
 class Artifact:
+    """A written bundle as rank 0 reports it (contract 3's ``artifact`` object).
+
+    ``size_bytes``: what a fetch of the bundle writes (``bundle.fetch_bytes``), so the operator
+    can size the serving pod's model volume; None when unknown (the key is then left out).
+    """
+
     uri: str
     sha256: str
     metrics: dict[str, float]
+    size_bytes: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"uri": self.uri, "sha256": self.sha256, "metrics": self.metrics}
+        out: dict[str, Any] = {"uri": self.uri, "sha256": self.sha256, "metrics": self.metrics}
+        if self.size_bytes is not None:
+            out["sizeBytes"] = self.size_bytes
+        return out
 
 
 _saved: list[Artifact] = []
@@ -104,8 +114,9 @@ def save_bundle(
             batchAxis=batch_axis,
         )
         bundle = write_manifest(directory, manifest, files=[MODEL, EVAL_SET, CHECKPOINT])
+        size = fetch_bytes(bundle)
         upload(directory, output)
-    return publish(Artifact(uri=output, sha256=bundle.digest, metrics=clean), settings)
+    return publish(Artifact(uri=output, sha256=bundle.digest, metrics=clean, size_bytes=size), settings)
 
 
 def publish(artifact: Artifact, settings: TrainingSettings) -> Artifact:

@@ -260,7 +260,7 @@ def _finish(
         metrics["accuracy"], metrics["loss"] = pruned.accuracy, pruned.loss
     custom_save = getattr(recipe, "save_bundle", None)
     if callable(custom_save):  # a recipe with its own bundle layout (textgen: an onnxruntime-genai folder)
-        digest, metrics = custom_save(
+        digest, metrics, size = custom_save(
             model,
             splits,
             metrics,
@@ -269,7 +269,7 @@ def _finish(
             checkpoint=_state(config, epochs, step, model, optimizer, metrics, settings.source_uid),
             source=bundle_source(settings, recipe.name, lineage),
         )
-        return publish(Artifact(uri=config.output, sha256=digest, metrics=metrics), settings)
+        return publish(Artifact(uri=config.output, sha256=digest, metrics=metrics, size_bytes=size), settings)
     return save_bundle(
         model,
         torch.from_numpy(splits.test_x[:2]),

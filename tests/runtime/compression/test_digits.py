@@ -88,7 +88,8 @@ def test_output_is_a_bundle_of_the_selected_variant(compressed: Run, digits: Bun
     assert bundle.manifest.metrics["accuracyDrop"] <= GATE
     assert (compressed.out / MODEL).read_bytes() == (compressed.out / "variants" / str(selected) / MODEL).read_bytes()
     assert compressed.termination["selected"] == selected
-    assert compressed.termination["bundle"] == {"uri": str(compressed.out), "sha256": bundle.digest}
+    fetched = sum((compressed.out / rel).stat().st_size for rel in ["model.json", *bundle.manifest.files])
+    assert compressed.termination["bundle"] == {"uri": str(compressed.out), "sha256": bundle.digest, "sizeBytes": fetched}
     assert bundle.manifest.inputs == digits.manifest.inputs
 
 

@@ -72,7 +72,9 @@ def test_uris_go_through_storage(tied: Bundle, tmp_path: Path, termination_log: 
     published = load_bundle(tmp_path / "published")
     assert published.manifest.variant == "fp32"
     assert (tmp_path / "published" / "variants" / "fp32" / MODEL).is_file()
-    assert json.loads(termination_log.read_text())["bundle"] == {"uri": out_uri, "sha256": published.digest}
+    fetched = sum((published.path / rel).stat().st_size for rel in ["model.json", *published.manifest.files])
+    assert json.loads(termination_log.read_text())["bundle"] == {
+        "uri": out_uri, "sha256": published.digest, "sizeBytes": fetched}
 
 
 def test_eval_rows_that_do_not_fit_the_model_are_named(

@@ -41,6 +41,11 @@ def test_message_has_the_contract_fields() -> None:
     }
 
 
+def test_message_records_the_bundle_size_when_known() -> None:
+    message = termination_message(_report(1), "s3://b/p", "a" * 64, size_bytes=4096)
+    assert message["bundle"] == {"uri": "s3://b/p", "sha256": "a" * 64, "sizeBytes": 4096}
+
+
 def test_message_stays_under_4096_bytes() -> None:
     text = encode_termination(termination_message(_report(40, reason="x" * 5000), "u", "a" * 64))
     assert len(text.encode()) < TERMINATION_LIMIT

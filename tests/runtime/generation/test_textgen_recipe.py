@@ -45,6 +45,11 @@ def test_two_ranks_trained_identical_weights_and_beat_the_unigram_baseline(tiny_
     assert metrics["perplexity"] < metrics["unigramPerplexity"]
 
 
+def test_the_artifact_reports_the_bytes_a_fetch_writes(tiny_run: dict[str, Any], tiny_bundle: Path) -> None:
+    files = [p for p in tiny_bundle.rglob("*") if p.is_file()]
+    assert tiny_run["done"]["artifact"]["sizeBytes"] == sum(p.stat().st_size for p in files)
+
+
 def test_a_changed_file_fails_verification(tiny_bundle: Path, tmp_path: Path) -> None:
     import shutil
 

@@ -49,6 +49,19 @@ def test_digits_with_pruning_exports_the_zeros_and_reports_sparsity(
     assert json.loads(single_process.read_text()) == {"artifact": done["artifact"]}
 
 
+def test_the_artifact_reports_the_bytes_a_fetch_writes(
+    single_process: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sizeBytes = model.json + every file it lists, i.e. everything in the written folder."""
+    out = tmp_path / "digits"
+    assert main(["train", "--recipe", "digits", "--output", str(out), "--epochs", "1"]) == 0
+    done = events_of(capsys.readouterr().out)[-1]
+    on_disk = sorted(p.name for p in out.iterdir())
+    assert on_disk == ["checkpoint.pt", "eval.npz", "model.json", "model.onnx"]
+    assert done["artifact"]["sizeBytes"] == sum((out / name).stat().st_size for name in on_disk)
+    assert json.loads(single_process.read_text())["artifact"]["sizeBytes"] == done["artifact"]["sizeBytes"]
+
+
 def test_sequence_recipe_learns_and_exports_int64_tokens(
     single_process: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

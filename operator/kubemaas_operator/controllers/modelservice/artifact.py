@@ -53,6 +53,11 @@ def training_task(tj: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _byte_count(value: Any) -> int | None:
+    """A recorded ``sizeBytes`` (the CRD makes it a non-negative integer), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def resolve_training_job(namespace: str, ref: str, tj: Mapping[str, Any] | None) -> Resolution:
     """Pure: a TrainingJob body (or None when it does not exist) -> its artifact, or why we wait."""
     if tj is None:
@@ -78,6 +83,7 @@ def resolve_training_job(namespace: str, ref: str, tj: Mapping[str, Any] | None)
             source_uid=str((tj.get("metadata") or {}).get("uid") or "") or None,
             task=task,
             perplexity=float(perplexity) if task == contracts.TEXT_GENERATION and perplexity is not None else None,
+            bundle_bytes=_byte_count(artifact.get("sizeBytes")),
         )
         return Resolution(
             true("ArtifactReady", "TrainingSucceeded",

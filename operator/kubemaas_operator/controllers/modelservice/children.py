@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubemaas_operator.controllers.modelservice.spec import ModelServiceSpec, Storage
+from kubemaas_operator.controllers.modelservice.spec import DEFAULT_MODEL_SIZE_LIMIT, ModelServiceSpec
+from kubemaas_operator.controllers.modelservice.storage import model_size_limit
 from kubemaas_operator.kube.manifests import (
     ANNOTATION_SPEC_HASH,
     GROUP,
@@ -43,6 +44,8 @@ ANNOTATION_BUNDLE_URI = f"{GROUP}/bundle-uri"
 ANNOTATION_BUNDLE_SHA = f"{GROUP}/bundle-sha256"
 ANNOTATION_VARIANT = f"{GROUP}/variant"
 ANNOTATION_SIZE = f"{GROUP}/size-bytes"
+ANNOTATION_BUNDLE_BYTES = f"{GROUP}/bundle-bytes"
+"""Bytes a fetch of the served bundle writes, when known (the model volume is sized from it)."""
 ANNOTATION_SOURCE_URI = f"{GROUP}/source-uri"
 ANNOTATION_SOURCE_SHA = f"{GROUP}/source-sha256"
 ANNOTATION_SOURCE = f"{GROUP}/source"
@@ -79,6 +82,9 @@ class ServingBundle:
     """Text generation: held-out perplexity of the served model (compression report, else training metrics)."""
     tokens_per_second: float | None = None
     """Text generation: decode tokens/s at batch 1 the compression Job measured for the served variant."""
+    bundle_bytes: int | None = None
+    """Bytes a fetch of the bundle writes (model.json and every file it lists), as the TrainingJob's
+    artifact or the compression report records it; None when unknown (a ``uri`` bundle)."""
 
     def annotations(self) -> dict[str, str]:
         """The Deployment annotations recording this bundle (read back by ``serving_bundle_of``)."""
@@ -101,6 +107,8 @@ class ServingBundle:
             out[ANNOTATION_PERPLEXITY] = _num(round(self.perplexity, 4))
         if self.tokens_per_second is not None:
             out[ANNOTATION_TOKENS_PER_SECOND] = _num(round(self.tokens_per_second, 1))
+        if self.bundle_bytes is not None:
+            out[ANNOTATION_BUNDLE_BYTES] = str(self.bundle_bytes)
         return out
 
     def status(self) -> dict[str, Any]:
@@ -211,7 +219,10 @@ def termination_grace_s(settings: OperatorSettings) -> int:
 
 
 def spec_hash(name: str, spec: ModelServiceSpec, bundle: ServingBundle, settings: OperatorSettings) -> str:
-    """Everything that should roll the pods: the bundle, the runtime spec, the image and port."""
+    """Everything that should roll the pods: the bundle, the runtime spec, the image and port, and the
+    model volume's sizeLimit (only when it is not the 10Gi default, so Deployments made before the
+    limit could be derived keep their hash)."""
+    size_limit = model_size_limit(spec.storage, bundle.bundle_bytes)
     return stable_hash(
         {
             "name": name,
@@ -220,7 +231,7 @@ def spec_hash(name: str, spec: ModelServiceSpec, bundle: ServingBundle, settings
             "image": spec.runtime.image or settings.serving_image,
             "port": settings.runtime_port,
             **({"storageSecret": spec.model.storage_secret_name} if spec.model.storage_secret_name else {}),
-            **({"storage": spec.storage.model_dump(by_alias=True)} if spec.storage != Storage() else {}),
+            **({"storage": {"sizeLimit": size_limit}} if size_limit != DEFAULT_MODEL_SIZE_LIMIT else {}),
         }
     )
 
@@ -235,7 +246,7 @@ def deployment(
     if http_route_of(owner):  # the HTTPRoute's stable backend selects these pods only (rollout.children)
         pod_labels[LABEL_TRACK] = STABLE
     volumes: list[dict[str, Any]] = [
-        {"name": "models", "emptyDir": {"sizeLimit": spec.storage.size_limit}},
+        {"name": "models", "emptyDir": {"sizeLimit": model_size_limit(spec.storage, bundle.bundle_bytes)}},
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
     ]
     fetch_mounts: list[dict[str, Any]] = [
@@ -350,7 +361,7 @@ def serving_bundle_of(deploy: Mapping[str, Any] | None) -> ServingBundle | None:
     uri, sha = ann.get(ANNOTATION_BUNDLE_URI), ann.get(ANNOTATION_BUNDLE_SHA, "")
     if not uri:
         return None
-    size = ann.get(ANNOTATION_SIZE)
+    size, bundle_bytes = ann.get(ANNOTATION_SIZE), ann.get(ANNOTATION_BUNDLE_BYTES)
     source = ann.get(ANNOTATION_SOURCE, "").split("/")
     return ServingBundle(
         uri=uri,
@@ -364,6 +375,7 @@ def serving_bundle_of(deploy: Mapping[str, Any] | None) -> ServingBundle | None:
         task=ann.get(ANNOTATION_TASK),
         perplexity=_float(ann.get(ANNOTATION_PERPLEXITY)),
         tokens_per_second=_float(ann.get(ANNOTATION_TOKENS_PER_SECOND)),
+        bundle_bytes=int(bundle_bytes) if bundle_bytes and bundle_bytes.isdigit() else None,
     )
 
 

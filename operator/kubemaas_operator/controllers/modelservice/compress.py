@@ -52,6 +52,7 @@ def _served(report: jobs.Report, source: ServingBundle) -> ServingBundle | None:
         task=contracts.TEXT_GENERATION if generative else source.task,
         perplexity=chosen.perplexity if chosen and chosen.perplexity is not None else source.perplexity,
         tokens_per_second=chosen.tokens_per_second if chosen else None,
+        bundle_bytes=report.bundle.size_bytes,
     )
 
 

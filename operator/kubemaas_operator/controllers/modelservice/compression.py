@@ -52,11 +52,13 @@ class Variant(BaseModel):
 
 
 class BundleRef(BaseModel):
-    """The compressed bundle the report points at (uri and sha256)."""
-    model_config = ConfigDict(extra="ignore")
+    """The compressed bundle the report points at (uri, sha256 and, from newer runtimes, the bytes
+    a fetch of it writes)."""
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     uri: str
     sha256: str
+    size_bytes: int | None = Field(default=None, alias="sizeBytes", ge=0)
 
 
 class Report(BaseModel):
@@ -78,7 +80,7 @@ class Report(BaseModel):
         return {
             "selected": self.selected,
             "reason": self.reason,
-            "bundle": self.bundle.model_dump() if self.bundle else None,
+            "bundle": self.bundle.model_dump(by_alias=True, exclude_none=True) if self.bundle else None,
             "variants": [v.model_dump(by_alias=True, exclude_none=True) for v in self.variants],
         }
 

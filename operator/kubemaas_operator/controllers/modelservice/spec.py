@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kubemaas_runtime import contracts
 
 DEFAULT_MODEL_SIZE_LIMIT = "10Gi"
-"""sizeLimit of the model emptyDir when spec.storage.sizeLimit is unset."""
+"""sizeLimit of the model emptyDir when spec.storage.sizeLimit is unset and the bundle's size unknown
+(``storage.model_size_limit``)."""
 
 
 class _Spec(BaseModel):
@@ -107,8 +108,9 @@ class Runtime(_Spec):
 class Storage(_Spec):
     """``spec.storage``: the model volume of every serving pod."""
 
-    size_limit: str = Field(default=DEFAULT_MODEL_SIZE_LIMIT, alias="sizeLimit")
-    """sizeLimit of the emptyDir the storage initializer fills (a Kubernetes quantity)."""
+    size_limit: str | None = Field(default=None, alias="sizeLimit")
+    """sizeLimit of the emptyDir the storage initializer fills (a Kubernetes quantity); None: derived
+    from the bundle's recorded size, else DEFAULT_MODEL_SIZE_LIMIT (``storage.model_size_limit``)."""
 
 
 class Autoscaling(_Spec):

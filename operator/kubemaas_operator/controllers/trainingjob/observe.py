@@ -104,6 +104,8 @@ def parse_artifact(message: str) -> tuple[dict[str, Any] | None, str]:
     """(artifact, problem) from rank 0's termination message (contract 3).
 
     ``problem`` is "" when the artifact is well formed, else says what is wrong with it.
+    ``sizeBytes`` (optional): the bytes a fetch of the bundle writes; a ModelService sizes its
+    model volume from it (``modelservice.storage``).
     """
     if not message.strip():
         return None, "rank 0 wrote no termination message"
@@ -130,6 +132,11 @@ def parse_artifact(message: str) -> tuple[dict[str, Any] | None, str]:
         str(k): float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
     }
     out["metrics"] = numbers
+    size = artifact.get("sizeBytes")
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            return None, f"artifact.sizeBytes must be a non-negative integer, got {size!r}"
+        out["sizeBytes"] = size
     return out, ""
 
 

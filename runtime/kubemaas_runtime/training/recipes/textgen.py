@@ -260,14 +260,15 @@ class TextgenRecipe:
         name: str,
         checkpoint: dict[str, Any],
         source: Any,
-    ) -> tuple[str, dict[str, float]]:
+    ) -> tuple[str, dict[str, float], int]:
         """Build the genai folder from the trained weights, describe it and upload it.
 
-        Returns the manifest's sha256 and the metrics it records (``perplexity`` added).
+        Returns the manifest's sha256, the metrics it records (``perplexity`` added) and the
+        bytes a fetch of it writes (``bundle.fetch_bytes``).
         """
         from transformers import PreTrainedTokenizerFast
 
-        from kubemaas_runtime.bundle import CHECKPOINT
+        from kubemaas_runtime.bundle import CHECKPOINT, fetch_bytes
         from kubemaas_runtime.generation.builder import build_genai_folder
         from kubemaas_runtime.generation.folder import describe_folder
         from kubemaas_runtime.storage import upload
@@ -300,8 +301,9 @@ class TextgenRecipe:
                 "parameters": float(sum(p.numel() for p in inner.parameters())),
             }
             bundle = describe_folder(out, name, source=source, metrics=clean, eval_text=EVAL_TEXT)
+            size = fetch_bytes(bundle)
             upload(out, output)
-        return bundle.digest, clean
+        return bundle.digest, clean, size
 
 
 def textgen_recipe() -> TextgenRecipe:
