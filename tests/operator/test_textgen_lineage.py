@@ -65,7 +65,7 @@ def textgen_report(sha: str) -> dict[str, Any]:
         return {"name": name, "sizeBytes": size, "perplexity": ppl, "perplexityIncrease": inc,
                 "tokensPerSecond": tps, "ttftMs": 2.5, "passed": inc <= 0.05}
     return {"selected": "int4", "reason": "auto: fastest within +5.00% perplexity: int4 at 2712 tokens/s",
-            "bundle": {"uri": "pvc://kubemaas-models/out/textgen", "sha256": sha},
+            "bundle": {"uri": "pvc://kubemaas-models/out/textgen", "sha256": sha, "sizeBytes": 1_500_000},
             "variants": [row("fp32", 5_800_000, 61.52, 0.0, 905.3), row("int4", 1_300_000, 61.77, 0.0041, 2712.4),
                          row("int8", 1_900_000, 61.6, 0.0013, 1811.0)]}
 
@@ -90,10 +90,12 @@ def test_textgen_trainingjob_to_compression_to_serving(
     assert (waiting["status"], waiting["reason"]) == ("False", "WaitingForTraining")
 
     artifact = {"uri": "pvc://kubemaas-models/textgen", "sha256": SHA,
-                "metrics": {"loss": 4.119, "perplexity": 61.52, "unigramPerplexity": 556.0}}
+                "metrics": {"loss": 4.119, "perplexity": 61.52, "unigramPerplexity": 556.0}, "sizeBytes": 6_000_000}
     end_pod(control_plane, namespace, ranks[1], exit_code=0)
     end_pod(control_plane, namespace, ranks[0], exit_code=0, message=json.dumps({"artifact": artifact}))
     wait_phase(control_plane, namespace, tj_name, "Succeeded")
+    trained = get_json(control_plane, "trainingjob", tj_name, "-n", namespace)["status"]["artifact"]
+    assert trained["sizeBytes"] == 6_000_000  # declared in the CRD, so not pruned
 
     job = compression_job(control_plane, namespace, name)
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -123,6 +125,10 @@ def test_textgen_trainingjob_to_compression_to_serving(
         "True", "int4", "text-generation", "61.77", "2712.4")
     dep = get_json(control_plane, "deployment", name, "-n", namespace)
     assert dep["spec"]["template"]["spec"]["initContainers"][0]["args"][1] == "pvc://kubemaas-models/out/textgen"
+    assert st["compression"]["bundle"]["sizeBytes"] == 1_500_000
+    # no spec.storage.sizeLimit: 2 x the compressed bundle + 1Gi, in whole MiB (3_000_000 B = 2.9 MiB -> 3)
+    (models,) = [v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "models"]
+    assert models["emptyDir"] == {"sizeLimit": f"{1024 + 3}Mi"}
 
 
 def test_students_on_a_bundle_without_a_recipe_fail_with_the_runtimes_reason(
