@@ -10,7 +10,7 @@ from kubemaas_runtime.storage.errors import NotFoundError, StorageError
 from kubemaas_runtime.storage.settings import StorageSettings, load_settings
 from kubemaas_runtime.storage.stores import open_store
 from kubemaas_runtime.storage.streams import Deadline
-from kubemaas_runtime.storage.uris import is_archive, split_archive
+from kubemaas_runtime.storage.uris import is_archive, split_archive, unsupported_archive
 
 MANIFEST_MAX_BYTES = 16 << 20
 """A model.json larger than this is refused before it is parsed (real ones are a few KiB)."""
@@ -48,7 +48,10 @@ def _fetch_directory(uri: str, dest: Path, settings: StorageSettings, deadline: 
     try:
         open_store(uri, small, deadline).get(MANIFEST, dest / MANIFEST)
     except NotFoundError as exc:
-        raise StorageError(f"fetch {uri}: no {MANIFEST} there, so it is not a model bundle ({exc})") from exc
+        suffix = unsupported_archive(uri)
+        hint = (f"; {suffix} archives are not extracted, only .tar.gz/.tgz: repack with "
+                "`tar czf bundle.tgz -C DIR .`" if suffix else "")
+        raise StorageError(f"fetch {uri}: no {MANIFEST} there, so it is not a model bundle ({exc}){hint}") from exc
     try:
         manifest = read_manifest(dest)
     except BundleError as exc:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from kubemaas_runtime.storage.errors import StorageError
 from kubemaas_runtime.storage.settings import StorageSettings, load_settings
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+OTHER_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".gz")
+"""Archives other storage initializers take (KServe's: .zip, .tar) that fetch does not extract."""
 _CLAIM = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
@@ -47,6 +49,12 @@ def is_archive(uri: str) -> bool:
     return uri.rstrip("/").endswith(ARCHIVE_SUFFIXES)
 
 
+def unsupported_archive(uri: str) -> str | None:
+    """The suffix of an archive format ``fetch`` does not extract, or None."""
+    trimmed = uri.rstrip("/").lower()
+    return next((sfx for sfx in OTHER_ARCHIVE_SUFFIXES if trimmed.endswith(sfx)), None)
+
+
 def split_archive(uri: str) -> tuple[str, str]:
     """``.../bundle.tar.gz`` -> (the parent URI, ``bundle.tar.gz``)."""
     trimmed = uri.rstrip("/")
@@ -65,6 +73,29 @@ def _relative(uri: str, raw: str, what: str) -> str:
     return rel
 
 
+def _check_http_authority(uri: str, parts: SplitResult) -> None:
+    """Refuse what urllib would only fail on at connect time, after retries: credentials in the URL
+    (they would show in logs and in the pod's termination message; the URI in the error is redacted),
+    a host with spaces or control characters, and a port that is not a number in 1-65535."""
+    netloc = parts.netloc
+    if "@" in netloc:
+        redacted = uri.replace(netloc, "***@" + netloc.rpartition("@")[2], 1)
+        raise StorageError(
+            f"{redacted!r}: credentials in an http(s) URI are not supported (they would be logged); "
+            "serve the bundle without them or use s3:// with credentials in the storage Secret"
+        )
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in netloc):
+        raise StorageError(f"{uri!r}: host {netloc!r} contains spaces or control characters")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise StorageError(f"{uri!r}: port {netloc.rpartition(':')[2]!r} is not a number in 1-65535")
+    if not parts.hostname:
+        raise StorageError(f"{uri!r}: http(s) URI has no host")
+
+
 def parse_uri(uri: str, settings: StorageSettings | None = None) -> Location:
     """Turn a URI into a location, or raise ``StorageError`` naming the URI and the problem."""
     if not uri or not uri.strip():
@@ -72,7 +103,10 @@ def parse_uri(uri: str, settings: StorageSettings | None = None) -> Location:
     settings = settings or load_settings()
     if "://" not in uri:
         return LocalLocation(uri=uri, path=Path(uri).expanduser())
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:  # e.g. "http://[::1" (Invalid IPv6 URL)
+        raise StorageError(f"{uri!r}: not a valid URI: {exc}") from exc
     scheme = parts.scheme.lower()
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
@@ -91,11 +125,15 @@ def parse_uri(uri: str, settings: StorageSettings | None = None) -> Location:
             raise StorageError(f"{uri!r}: http(s) URI has no host")
         if parts.query or parts.fragment:
             raise StorageError(f"{uri!r}: query strings and fragments are not supported in a base URL")
+        _check_http_authority(uri, parts)
         return HttpLocation(uri=uri, base=uri.rstrip("/"))
     if scheme == "s3":
         bucket = parts.netloc
         if not _BUCKET.match(bucket):
             raise StorageError(f"{uri!r}: bucket name {bucket!r} is not a valid S3 bucket name")
+        if parts.query or parts.fragment:
+            raise StorageError(f"{uri!r}: '?' and '#' would be dropped from the key prefix; "
+                               "percent-encode them (%3F, %23) if the keys contain them")
         return S3Location(uri=uri, bucket=bucket, prefix=_relative(uri, unquote(parts.path), "key prefix"))
     raise StorageError(
         f"{uri!r}: unsupported scheme {parts.scheme!r}; use a path, file://, pvc://, http(s):// or s3://"
