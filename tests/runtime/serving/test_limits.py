@@ -142,8 +142,8 @@ def test_a_connection_that_sends_nothing_is_closed_without_an_answer(mlp_dir: Pa
 
 def test_a_full_queue_refuses_before_reading_the_body(slow_dir: Path, tmp_path: Path) -> None:
     server = start_server(slow_dir, tmp_path / "full.log", "--name", "slow", max_batch_size="1", max_queue="1")
-    x = np.full((512, 1024), 0.1, np.float32)  # about a second of compute each
-    header = (b'{"inputs":[{"name":"x","datatype":"FP32","shape":[512,1024],'
+    x = np.full((1536, 1024), 0.1, np.float32)  # seconds of compute each: wide windows to observe
+    header = (b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1536,1024],'
               b'"parameters":{"binary_data_size":%d}}]}' % x.nbytes)
 
     def busy() -> int:
@@ -153,8 +153,12 @@ def test_a_full_queue_refuses_before_reading_the_body(slow_dir: Path, tmp_path: 
 
     try:
         with ThreadPoolExecutor(3) as pool:
-            # one runs, one is taken into the next batch while it runs, one waits: max_queue=1 is full
-            running = [pool.submit(busy) for _ in range(3)]
+            # One by one: one runs, one is taken into the next batch while it runs, one waits in
+            # the queue, which max_queue=1 then holds full.
+            running = []
+            for k in range(1, 4):
+                running.append(pool.submit(busy))
+                wait_for(lambda k=k: gauge(server, "kubemaas_inflight_requests") == k)
             wait_for(lambda: gauge(server, "kubemaas_queue_depth") == 1)
             s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
             s.sendall(b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
