@@ -17,7 +17,9 @@ from torch import nn
 from kubemaas_runtime.bundle import load_bundle
 from kubemaas_runtime.cli import main
 from kubemaas_runtime.storage import fetch
+from kubemaas_runtime.training.errors import TrainingError
 from kubemaas_runtime.training.pruning import prune_model
+from kubemaas_runtime.training.recipes import get_recipe
 from tests.runtime.training.training_helpers import events_of
 
 
@@ -60,6 +62,12 @@ def test_the_artifact_reports_the_bytes_a_fetch_writes(
     assert on_disk == ["checkpoint.pt", "eval.npz", "model.json", "model.onnx"]
     assert done["artifact"]["sizeBytes"] == sum((out / name).stat().st_size for name in on_disk)
     assert json.loads(single_process.read_text())["artifact"]["sizeBytes"] == done["artifact"]["sizeBytes"]
+
+
+def test_a_recipe_refuses_another_recipes_parameters() -> None:
+    sequence_params = get_recipe("sequence").params({"train_size": "64"})
+    with pytest.raises(TrainingError, match="recipe digits: expected DigitsParams, got SequenceParams"):
+        get_recipe("digits").model(sequence_params)
 
 
 def test_sequence_recipe_learns_and_exports_int64_tokens(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -43,6 +43,26 @@ class Recipe(Protocol):
     def data(self, params: RecipeParams) -> Splits: ...
 
     def model(self, params: RecipeParams) -> nn.Module: ...
+
+
+class BuiltinRecipe(Generic[P]):
+    """Base of the built-in recipes: each declares ``name``, its defaults and ``params_type``
+    (a ``RecipeParams`` subclass) as class attributes; ``params`` parses ``--set`` into that
+    type and ``own`` narrows the ``RecipeParams`` the loop hands back to it."""
+
+    name: str
+    params_type: type[P]
+
+    def params(self, raw: dict[str, str]) -> P:
+        """``--set key=value`` pairs as ``params_type``; raises TrainingError naming each bad key."""
+        return parse_params(self.name, self.params_type, raw)
+
+    def own(self, params: RecipeParams) -> P:
+        """``params`` as this recipe's type; raises TrainingError for another recipe's parameters."""
+        if not isinstance(params, self.params_type):
+            raise TrainingError(
+                f"recipe {self.name}: expected {self.params_type.__name__}, got {type(params).__name__}")
+        return params
 
 
 def parse_params(recipe: str, cls: type[P], raw: dict[str, str]) -> P:

@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from kubemaas_runtime.training.recipes.base import RecipeParams, Splits, parse_params
+from kubemaas_runtime.training.recipes.base import BuiltinRecipe, RecipeParams, Splits
 
 
 class DigitsParams(RecipeParams):
@@ -32,19 +32,17 @@ class Scale(nn.Module):
         return x * self.factor
 
 
-class DigitsRecipe:
+class DigitsRecipe(BuiltinRecipe[DigitsParams]):
     name = "digits"
     epochs = 10
     batch_size = 64
     lr = 1e-2
     input_name = "input"
     output_name = "logits"
-
-    def params(self, raw: dict[str, str]) -> DigitsParams:
-        return parse_params(self.name, DigitsParams, raw)
+    params_type = DigitsParams
 
     def data(self, params: RecipeParams) -> Splits:
-        assert isinstance(params, DigitsParams)
+        params = self.own(params)
         x, y = load_digits(return_X_y=True)
         train_x, test_x, train_y, test_y = train_test_split(
             x.astype(np.float32), y.astype(np.int64), test_size=params.test_fraction, stratify=y, random_state=0
@@ -52,7 +50,7 @@ class DigitsRecipe:
         return Splits(train_x, train_y, test_x, test_y, labels=[str(d) for d in range(10)])
 
     def model(self, params: RecipeParams) -> nn.Module:
-        assert isinstance(params, DigitsParams)
+        params = self.own(params)
         h = params.hidden
         return nn.Sequential(
             Scale(1.0 / 16.0),

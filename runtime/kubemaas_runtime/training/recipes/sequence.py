@@ -17,7 +17,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from kubemaas_runtime.training.recipes.base import RecipeParams, Splits, parse_params
+from kubemaas_runtime.training.recipes.base import BuiltinRecipe, RecipeParams, Splits
 
 
 class SequenceParams(RecipeParams):
@@ -108,24 +108,22 @@ class SequenceClassifier(nn.Module):
         return logits
 
 
-class SequenceRecipe:
+class SequenceRecipe(BuiltinRecipe[SequenceParams]):
     name = "sequence"
     epochs = 6
     batch_size = 64
     lr = 2e-3
     input_name = "tokens"
     output_name = "logits"
-
-    def params(self, raw: dict[str, str]) -> SequenceParams:
-        return parse_params(self.name, SequenceParams, raw)
+    params_type = SequenceParams
 
     def data(self, params: RecipeParams) -> Splits:
-        assert isinstance(params, SequenceParams)
+        params = self.own(params)
         rng = np.random.default_rng(params.data_seed)
         train_x, train_y = make_majority_task(params, params.train_size, rng)
         test_x, test_y = make_majority_task(params, params.test_size, rng)
         return Splits(train_x, train_y, test_x, test_y, labels=[f"token{c}" for c in range(params.classes)])
 
     def model(self, params: RecipeParams) -> nn.Module:
-        assert isinstance(params, SequenceParams)
+        params = self.own(params)
         return SequenceClassifier(params)

@@ -33,7 +33,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from kubemaas_runtime.training.recipes.base import RecipeParams, Splits, parse_params
+from kubemaas_runtime.training.recipes.base import BuiltinRecipe, RecipeParams, Splits
 
 EOS = "<|endoftext|>"
 SPECIAL_TOKENS = (EOS, "<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
@@ -198,7 +198,7 @@ class TokenEvaluation:
     loss: float
 
 
-class TextgenRecipe:
+class TextgenRecipe(BuiltinRecipe[TextgenParams]):
     name = "textgen"
     epochs = 4
     batch_size = 8
@@ -208,12 +208,10 @@ class TextgenRecipe:
     # baseline's 556; four take about a minute.
     input_name = "input_ids"
     output_name = "logits"
-
-    def params(self, raw: dict[str, str]) -> TextgenParams:
-        return parse_params(self.name, TextgenParams, raw)
+    params_type = TextgenParams
 
     def data(self, params: RecipeParams) -> TextSplits:
-        assert isinstance(params, TextgenParams)
+        params = self.own(params)
         tokenizer_json = train_tokenizer(params.vocab, params.heldout_fraction)
         train_docs, held_docs = corpus(params.heldout_fraction)
         train_ids = encode_documents(tokenizer_json, train_docs)
@@ -235,7 +233,7 @@ class TextgenRecipe:
         )
 
     def model(self, params: RecipeParams) -> nn.Module:
-        assert isinstance(params, TextgenParams)
+        params = self.own(params)
         return CausalLM(params, params.vocab)
 
     @torch.no_grad()
