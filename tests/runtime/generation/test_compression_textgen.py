@@ -17,8 +17,11 @@ from kubemaas_runtime.generation.folder import read_genai_config
 pytestmark = pytest.mark.slow
 
 
-def test_auto_builds_measures_and_ships_a_variant(tiny_bundle: Path, tmp_path: Path) -> None:
+def test_auto_builds_measures_and_ships_a_variant(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
+    monkeypatch.setenv("KUBEMAAS_TERMINATION_LOG", str(tmp_path / "termination-log"))
     assert main(["compress", "--bundle", str(tiny_bundle), "--output", str(out), "--max-perplexity-increase",
                  "0.02"]) == 0
     report = json.loads((out / "compression.json").read_text())
@@ -29,6 +32,9 @@ def test_auto_builds_measures_and_ships_a_variant(tiny_bundle: Path, tmp_path: P
     bundle = load_bundle(out)  # checksums of the swapped-in decoder
     assert bundle.manifest.variant == report["selected"]
     assert bundle.manifest.metrics["perplexityIncrease"] <= 0.02
+    fetched = sum((out / rel).stat().st_size for rel in ["model.json", *bundle.manifest.files])
+    message = json.loads((tmp_path / "termination-log").read_text())
+    assert message["bundle"] == {"uri": str(out), "sha256": bundle.digest, "sizeBytes": fetched}
     ops = {n.op_type for n in onnx.load(str(out / "variants" / "int4" / "model.onnx"), load_external_data=False).graph.node}
     assert "MatMulNBits" in ops
     assert "MatMul" not in ops
