@@ -49,7 +49,11 @@ def settings_from(args: argparse.Namespace) -> CompressSettings:
 
 
 def _is_uri(location: str) -> bool:
-    return "://" in location
+    """True for what goes through kubemaas_runtime.storage: a ``scheme://`` URI or a local
+    ``.tar.gz``/``.tgz`` archive (extracted safely, like any archive ``kubemaas fetch`` reads)."""
+    from kubemaas_runtime.storage.uris import is_archive
+
+    return "://" in location or is_archive(location)
 
 
 def _students(values: list[str], scratch: Path) -> dict[str, Path]:
@@ -95,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("root", "onnxruntime"):  # the quantizers log advice per node at WARNING
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    from kubemaas_runtime.compression.textgen import maybe_run
+    from kubemaas_runtime.compression.textgen import is_text_generation, maybe_run
 
     textgen = maybe_run(args)  # text-generation bundles: weight-only int4/int8 gated on perplexity
     if textgen is not None:
@@ -112,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
                 from kubemaas_runtime.storage import fetch
 
                 bundle_dir = fetch(args.bundle, Path(scratch) / "input").path
+                if is_text_generation(bundle_dir):  # a URI's task is known only once it is fetched
+                    fetched = maybe_run(argparse.Namespace(**{**vars(args), "bundle": str(bundle_dir)}))
+                    assert fetched is not None
+                    return fetched
             out_dir = Path(scratch) / "output" if _is_uri(args.output) else Path(args.output)
             methods = parse_methods(args.methods)
             students = _students(args.students, Path(scratch) / "students")

@@ -31,6 +31,7 @@ from kubemaas_runtime.bundle import MANIFEST, Bundle, BundleError, fetch_bytes, 
 from kubemaas_runtime.generation.engine import Decoder
 from kubemaas_runtime.generation.folder import read_genai_config
 from kubemaas_runtime.generation.tokenizer import TextTokenizer
+from kubemaas_runtime.storage.uris import is_archive
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,14 @@ def compress_textgen(
     runs: int = 3,
     threads: int = 1,
 ) -> tuple[TextgenReport, Bundle | None]:
-    """Build, measure and select; returns the report and the output bundle (None when nothing passes)."""
+    """Build, measure and select; returns the report and the output bundle (None when nothing passes).
+
+    Raises ``ValueError`` for a ``max_perplexity_increase`` that is not a finite fraction >= 0 (a
+    negative or NaN gate would refuse even fp32), ``BundleError`` for a bundle that is not text generation.
+    """
+    if not (math.isfinite(max_perplexity_increase) and max_perplexity_increase >= 0):
+        raise ValueError(f"--max-perplexity-increase (maxPerplexityIncrease) must be a finite fraction >= 0, "
+                         f"e.g. 0.05 for +5%; got {max_perplexity_increase}")
     source = load_bundle(bundle_dir)
     spec = source.manifest.generation
     if spec is None:
@@ -259,7 +267,7 @@ def maybe_run(args: object) -> int | None:
     bundle, output = str(getattr(args, "bundle")), str(getattr(args, "output"))  # noqa: B009
     mode = getattr(args, "mode", None) or "auto"
     gate = getattr(args, "max_perplexity_increase", None)
-    remote = "://" in bundle
+    remote = "://" in bundle or is_archive(bundle)
     if not (is_text_generation(Path(bundle)) if not remote else (mode in BITS or gate is not None)):
         return None
     if mode not in TEXTGEN_MODES:
@@ -279,14 +287,14 @@ def maybe_run(args: object) -> int | None:
                 from kubemaas_runtime.storage import fetch
 
                 bundle_dir = fetch(bundle, Path(scratch) / "input").path
-            out_dir = Path(scratch) / "output" if "://" in output else Path(output)
+            out_dir = Path(scratch) / "output" if "://" in output or is_archive(output) else Path(output)
             report, result = compress_textgen(
                 bundle_dir, out_dir, mode=mode, max_perplexity_increase=0.05 if gate is None else float(gate),
                 threads=getattr(args, "threads", None) or 1,
             )
             size = fetch_bytes(result) if result is not None else None
             uri = output
-            if result is not None and "://" in output:
+            if result is not None and ("://" in output or is_archive(output)):
                 from kubemaas_runtime.storage import upload
 
                 uri = upload(out_dir, output)
