@@ -48,6 +48,26 @@ def settings_from(args: argparse.Namespace) -> CompressSettings:
     return CompressSettings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+FLAGS = {"mode": "--mode", "max_accuracy_drop": "--max-accuracy-drop", "latency_runs": "--latency-runs",
+         "calibration_rows": "--calibration-rows", "intra_op_threads": "--threads"}
+"""CompressSettings fields -> the flags that set them, for error messages."""
+
+
+def settings_problems(exc: Any) -> str:
+    """One line naming each bad flag (or ``KUBEMAAS_*`` setting) and its value, from a ValidationError."""
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"])
+        env = f"KUBEMAAS_{field.upper()}"
+        name = f"{FLAGS[field]} ({env})" if field in FLAGS else env
+        message = str(error["msg"])
+        if field == "mode" and error.get("input") in ("int4", "int8"):
+            message = "int4/int8 are for text-generation bundles; this is a tensor bundle, which takes " + \
+                ", ".join(MODES)
+        problems.append(f"{name} {error.get('input')!r}: {message}")
+    return "invalid settings: " + "; ".join(problems)
+
+
 def _is_uri(location: str) -> bool:
     """True for what goes through kubemaas_runtime.storage: a ``scheme://`` URI or a local
     ``.tar.gz``/``.tgz`` archive (extracted safely, like any archive ``kubemaas fetch`` reads)."""
@@ -107,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
     except ValidationError as exc:
-        sys.stderr.write(f"kubemaas compress: invalid settings: {exc}\n")
+        sys.stderr.write(f"kubemaas compress: {settings_problems(exc)}\n")
         return 2
     with tempfile.TemporaryDirectory(prefix="kubemaas-compress-io-") as scratch:
         try:
