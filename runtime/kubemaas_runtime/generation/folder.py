@@ -22,6 +22,7 @@ from kubemaas_runtime.bundle import (
     GenerationSpec,
     Manifest,
     Source,
+    check_external_data,
     check_relative,
     write_manifest,
 )
@@ -127,7 +128,7 @@ def describe_folder(
     """Write ``model.json`` (task text-generation, checksums and sizes of every file) for a genai folder.
 
     Raises ``BundleError`` when the folder lacks genai_config.json, the decoder file it names,
-    or ``tokenizer.json``.
+    the external data (weights) file the decoder references, or ``tokenizer.json``.
     """
     directory = Path(directory)
     shape = read_genai_config(directory)
@@ -139,6 +140,10 @@ def describe_folder(
         for p in directory.rglob("*")
         if p.is_file() and p.name != MANIFEST and "variants" not in p.relative_to(directory).parts
     )
+    for rel in check_external_data(directory, shape.filename, None):  # the weights file the decoder names
+        if rel not in files:
+            raise BundleError(f"{directory / shape.filename}: references external data {rel!r}, which is not in "
+                              f"{directory}; copy it beside the model (the model builder writes it there)")
     manifest = Manifest(
         schemaVersion=SCHEMA_VERSION,  # (a Manifest built without it reads as a schema-1 file)
         name=name,

@@ -35,3 +35,13 @@ def test_a_folder_without_genai_config_is_refused(
     (folder / "genai_config.json").unlink()
     assert main(["bundle", str(folder), "--name", "m"]) == 1
     assert "genai_config.json: missing" in capsys.readouterr().err
+
+
+def test_a_folder_missing_the_decoders_external_data_is_refused_by_name(
+    tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _folder(tiny_bundle, tmp_path)
+    (folder / "model.onnx.data").unlink()  # the weights: a manifest without them could never be served
+    assert main(["bundle", str(folder), "--name", "m"]) == 1
+    assert "references external data 'model.onnx.data', which is not in" in capsys.readouterr().err
+    assert not (folder / MANIFEST).exists()
