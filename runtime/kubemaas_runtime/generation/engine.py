@@ -147,7 +147,7 @@ class Decoder:
 
     def warm_up(self) -> None:
         """First runs allocate ONNX Runtime's buffers: prefill a short prompt, decode at every batch width."""
-        prompt = list(range(min(16, self.context_length - 2)))
+        prompt = list(range(max(1, min(16, self.context_length - 1))))  # room for one decoded token
         for slot in range(self.slots):
             self.prefill(slot, prompt)
         width = 1

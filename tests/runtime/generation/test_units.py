@@ -104,3 +104,9 @@ def test_max_model_len_caps_the_kv_buffer_below_the_models_context(tiny_bundle: 
     assert decoder.keys[0].shape == (2, shape.kv_heads, 32, shape.head_size)
     with pytest.raises(ValueError, match=r"need 1\.\.32"):
         decoder.prefill(0, list(range(33)))
+
+
+def test_warm_up_fits_the_smallest_context_the_settings_allow(tiny_bundle: Path) -> None:
+    decoder = Decoder(tiny_bundle, read_genai_config(tiny_bundle), slots=2, max_model_len=2)  # GenerationSettings' ge=2
+    decoder.warm_up()  # a prompt of 0 tokens failed start-up with "need 1..2"
+    assert decoder.decode([1, 2], [1, 1]).shape == (2, 512)
