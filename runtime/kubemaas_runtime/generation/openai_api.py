@@ -172,9 +172,12 @@ async def parse(request: Request, model: type[SamplingFields]) -> Any:
         raise RequestError(f"the body must be a JSON object, got {type(raw).__name__}")
     check_supported(raw)
     try:
-        return model.model_validate(raw)
+        body = model.model_validate(raw)
     except ValidationError as exc:
         raise _validation_problem(exc) from exc
+    if body.stream_options is not None and not body.stream:  # as OpenAI and vLLM answer it
+        raise RequestError("stream_options is only allowed when stream is true", "stream_options")
+    return body
 
 
 def check_model(service: GenerationService, name: str) -> None:
@@ -227,8 +230,10 @@ async def event_stream(
     service: GenerationService, prepared: Prepared, make: ChunkMaker, first: dict[str, Any] | None, include_usage: bool,
     stream: AsyncIterator[Delta],
 ) -> AsyncIterator[bytes]:
+    # with include_usage, every chunk but the last carries "usage": null (OpenAI's stream_options)
+    extra: dict[str, Any] = {"usage": None} if include_usage else {}
     if first is not None:
-        yield sse(first)
+        yield sse({**first, **extra})
     last: Delta | None = None
     async for delta in stream:
         last = delta
@@ -237,7 +242,7 @@ async def event_stream(
             yield sse({"error": {"message": error.message, "type": "server_error", "param": None, "code": None}})
             break
         if delta.text or delta.finish_reason:
-            yield sse(make(delta, False))
+            yield sse({**make(delta, False), **extra})
     if include_usage and last is not None:
         chunk = make(None, True)
         chunk["usage"] = usage(prepared, last.completion_tokens)

@@ -5,6 +5,8 @@ the v2 generate extension's ``stop``."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -90,3 +92,22 @@ def test_v2_generate_takes_one_stop_string_and_refuses_an_empty_one(server: Serv
     empty = httpx.post(url, json={"text_input": "Dicts", "parameters": {"max_tokens": 4, "stop": [""]}})
     assert empty.status_code == 400
     assert "parameters.stop" in empty.json()["error"]
+
+
+def test_with_include_usage_every_chunk_but_the_last_has_usage_null(server: ServeProcess) -> None:
+    body = {"model": "textgen", "messages": [{"role": "user", "content": "x"}], "max_tokens": 3, "stream": True,
+            "stream_options": {"include_usage": True}, "ignore_eos": True}
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body) as resp:
+        events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert [c["usage"] for c in chunks[:-1]] == [None] * (len(chunks) - 1)
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["completion_tokens"] == 3
+
+
+def test_stream_options_without_stream_is_a_400_naming_it(server: ServeProcess) -> None:
+    body = {"model": "textgen", "prompt": "x", "max_tokens": 2, "stream_options": {"include_usage": True}}
+    resp = httpx.post(f"{server.url}/v1/completions", json=body)
+    assert resp.status_code == 400
+    assert resp.json()["error"]["param"] == "stream_options"
