@@ -122,10 +122,14 @@ class Scheduler:
         return Sequence(prompt, params, sink, IncrementalDetokenizer(self.tokenizer), eos)
 
     def submit(self, seq: Sequence) -> None:
-        """Queue ``seq``; raises ``QueueFull`` when ``max_waiting`` are already waiting."""
+        """Queue ``seq``; raises ``QueueFull`` when every slot is taken and ``max_waiting`` sequences
+        already wait for one. Queued sequences that free slots will take at the next iteration do not
+        count as waiting, so ``max_waiting=0`` still serves up to ``slots`` requests at once."""
         with self.lock:
-            if len(self.waiting) >= self.max_waiting:
-                raise QueueFull(f"{len(self.waiting)} requests are waiting (max_waiting={self.max_waiting})")
+            free = max(0, self.decoder.slots - len(self.running))  # running: read across threads, at worst stale
+            if len(self.waiting) >= self.max_waiting + free:
+                raise QueueFull(f"all {self.decoder.slots} slots are busy and {len(self.waiting) - free} requests "
+                                f"are waiting for one (max_waiting={self.max_waiting})")
             self.waiting.append(seq)
             self.metrics.waiting.set(len(self.waiting))
             self.lock.notify()

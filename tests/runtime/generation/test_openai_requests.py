@@ -6,6 +6,7 @@ the v2 generate extension's ``stop``."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import openai
@@ -111,3 +112,10 @@ def test_stream_options_without_stream_is_a_400_naming_it(server: ServeProcess) 
     resp = httpx.post(f"{server.url}/v1/completions", json=body)
     assert resp.status_code == 400
     assert resp.json()["error"]["param"] == "stream_options"
+
+
+def test_no_waiting_places_still_serves_a_request_that_finds_a_free_slot(tiny_bundle: Path, tmp_path: Path) -> None:
+    env = {"KUBEMAAS_MAX_BATCH_SIZE": "1", "KUBEMAAS_MAX_WAITING": "0"}
+    with ServeProcess(tiny_bundle, tmp_path / "log", env=env) as proc:  # every request got 503 before
+        resp = httpx.post(f"{proc.url}/v1/completions", json={"model": "textgen", "prompt": "x", "max_tokens": 2})
+        assert resp.status_code == 200

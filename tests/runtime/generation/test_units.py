@@ -10,9 +10,10 @@ import pytest
 
 from kubemaas_runtime.generation.engine import Decoder
 from kubemaas_runtime.generation.folder import read_genai_config
+from kubemaas_runtime.generation.metrics import GenerationMetrics
 from kubemaas_runtime.generation.providers import CPU, CUDA, choose_providers
 from kubemaas_runtime.generation.sampling import SamplingParams, sample
-from kubemaas_runtime.generation.scheduler import _stop_at
+from kubemaas_runtime.generation.scheduler import QueueFull, Scheduler, _stop_at
 from kubemaas_runtime.generation.tokenizer import IncrementalDetokenizer, TextTokenizer
 
 BOTH = [CUDA, CPU]
@@ -110,3 +111,13 @@ def test_warm_up_fits_the_smallest_context_the_settings_allow(tiny_bundle: Path)
     decoder = Decoder(tiny_bundle, read_genai_config(tiny_bundle), slots=2, max_model_len=2)  # GenerationSettings' ge=2
     decoder.warm_up()  # a prompt of 0 tokens failed start-up with "need 1..2"
     assert decoder.decode([1, 2], [1, 1]).shape == (2, 512)
+
+
+def test_a_free_slot_admits_a_request_even_with_no_waiting_places(tiny_bundle: Path) -> None:
+    decoder = Decoder(tiny_bundle, read_genai_config(tiny_bundle), slots=2)
+    scheduler = Scheduler(decoder, TextTokenizer(tiny_bundle), GenerationMetrics("m"), max_waiting=1)
+    seqs = [scheduler.new_sequence([1, 2], SamplingParams(max_tokens=1), lambda _: None, frozenset()) for _ in range(4)]
+    for seq in seqs[:3]:  # two free slots + one waiting place (the thread is not started: nothing is admitted)
+        scheduler.submit(seq)
+    with pytest.raises(QueueFull, match=r"all 2 slots are busy and 1 requests are waiting for one \(max_waiting=1\)"):
+        scheduler.submit(seqs[3])
