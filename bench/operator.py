@@ -44,8 +44,8 @@ for extra in (REPO, REPO / "operator", REPO / "runtime"):
         sys.path.insert(0, str(extra))
 
 from kubemaas_operator.controllers.modelservice.children import ServingBundle, deployment  # noqa: E402
-from kubemaas_operator.settings import OperatorSettings  # noqa: E402
 from kubemaas_operator.controllers.modelservice.spec import parse_modelservice  # noqa: E402
+from kubemaas_operator.settings import OperatorSettings  # noqa: E402
 from tests.cluster.harness import ControlPlane  # noqa: E402
 from tests.operator.support import OperatorProcess  # noqa: E402
 
