@@ -44,6 +44,29 @@ def error_response(path: str, status: int, message: str, param: str | None = Non
                     headers=headers)
 
 
+class BodyTooLarge(Exception):
+    """The body went past ``max_body_bytes`` while it was read (a chunked body announces no length)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body exceeds max_body_bytes={limit}")
+
+
+def limit_body(receive: Receive, limit: int) -> Receive:
+    """``receive`` that raises ``BodyTooLarge`` once more than ``limit`` body bytes have arrived."""
+    seen = 0
+
+    async def limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return limited
+
+
 class Gate:
     """Pure ASGI: auth, body limit, draining, in-flight count and request metrics."""
 
@@ -87,7 +110,7 @@ class Gate:
             if refusal is not None:
                 await refusal(scope, receive, watch)
                 return
-            await self.app(scope, receive, watch)
+            await self.app(scope, limit_body(receive, self.max_body_bytes), watch)
         finally:
             self.service.in_flight -= 1
             route = scope.get("route")
@@ -126,6 +149,10 @@ def create_app(service: GenerationService) -> FastAPI:
         assert isinstance(exc, RequestValidationError)
         return error_response(request.url.path, 400, str(exc.errors()))
 
+    async def body_too_large(request: Request, exc: Exception) -> Response:
+        return error_response(request.url.path, 413, str(exc))
+
+    app.add_exception_handler(BodyTooLarge, body_too_large)
     app.add_exception_handler(RequestError, request_error)
     app.add_exception_handler(QueueFull, queue_full)
     app.add_exception_handler(HTTPException, http_error)

@@ -99,11 +99,23 @@ class GenerationService:
         self.scheduler.stop()
 
     def prepare(self, prompt: str, max_tokens: int | None, params: Mapping[str, Any]) -> Prepared:
-        """Tokenize and check the prompt + output length against the context, before any work."""
+        """Tokenize and check the prompt + output length against the context, before any work.
+
+        A prompt too long to fit whatever its tokens is refused before it is tokenized: tokenizing
+        runs on the event loop, and megabytes of text would hold every stream up for seconds.
+        """
+        limit = self.context_length
+        if len(prompt) > 4 * self.tokenizer.max_token_chars * limit:
+            raise RequestError(
+                f"This model's maximum context length is {limit} tokens. However, your prompt has {len(prompt)} "
+                f"characters, more than {limit} tokens of this tokenizer can hold. Please reduce the length of "
+                "the prompt.",
+                "prompt",
+                code="context_length_exceeded",
+            )
         ids = self.tokenizer.encode(prompt)
         if not ids:
             raise RequestError("the prompt is empty: it must contain at least one token", "prompt")
-        limit = self.context_length
         if len(ids) >= limit:
             raise RequestError(
                 f"This model's maximum context length is {limit} tokens. However, your prompt has {len(ids)} "

@@ -32,6 +32,11 @@ class TextTokenizer:
         template = template_file.read_text() if template_file.is_file() else self.config.get("chat_template")
         self.chat_template = template if isinstance(template, str) else None
         self._template: Any = None
+        vocab = self.tokenizer.get_vocab(with_added_tokens=True)
+        self.max_token_chars = max((len(t) for t in vocab), default=1)
+        """The longest token's text: no token covers more characters of a prompt than 4 times this (the
+        margin covers normalizers and byte-level/metaspace spellings), so a prompt of more than
+        ``4 * max_token_chars * N`` characters has more than N tokens without being tokenized."""
 
     def encode(self, text: str) -> list[int]:
         """Token ids; special tokens written in the text (e.g. ``<|user|>``) map to their ids."""

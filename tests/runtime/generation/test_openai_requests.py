@@ -6,6 +6,7 @@ the v2 generate extension's ``stop``."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -119,3 +120,24 @@ def test_no_waiting_places_still_serves_a_request_that_finds_a_free_slot(tiny_bu
     with ServeProcess(tiny_bundle, tmp_path / "log", env=env) as proc:  # every request got 503 before
         resp = httpx.post(f"{proc.url}/v1/completions", json={"model": "textgen", "prompt": "x", "max_tokens": 2})
         assert resp.status_code == 200
+
+
+def test_a_chunked_body_over_the_limit_is_a_413(tiny_bundle: Path, tmp_path: Path) -> None:
+    def chunks() -> Iterator[bytes]:  # no content-length: the limit must hold while the body is read
+        yield b'{"model": "textgen", "max_tokens": 1, "prompt": "'
+        for _ in range(8):
+            yield b"a" * 4096
+        yield b'"}'
+
+    with ServeProcess(tiny_bundle, tmp_path / "log", env={"KUBEMAAS_MAX_BODY_BYTES": "16384"}) as proc:
+        resp = httpx.post(f"{proc.url}/v1/completions", content=chunks())
+        assert resp.status_code == 413
+        assert resp.json()["error"]["message"] == "request body exceeds max_body_bytes=16384"
+
+
+def test_a_prompt_too_long_for_any_tokenization_is_refused_before_tokenizing(server: ServeProcess) -> None:
+    resp = httpx.post(f"{server.url}/v1/completions", json={"model": "textgen", "prompt": "a" * 2_000_000})
+    assert resp.status_code == 400
+    error = resp.json()["error"]
+    assert (error["param"], error["code"]) == ("prompt", "context_length_exceeded")
+    assert "your prompt has 2000000 characters, more than 1024 tokens" in error["message"]
