@@ -1,7 +1,7 @@
 """The quickstart session: examples/trainingjob.yaml + examples/modelservice.yaml driven to READY.
 
-Used by ``test_quickstart_cluster.py`` (which asserts the ``kubectl get`` columns at every step)
-and by ``capture_quickstart.py`` (which splices the same session into the README).
+Used by ``test_quickstart_cluster.py``, which asserts the ``kubectl get`` columns at every step.
+(The README's quickstart is captured from the real-pod run instead: ``tests.e2e.capture_readme``.)
 
 kwok plays the kubelet: it makes scheduled pods Running and Ready but runs no container. So the
 steps a kubelet would report are written through the pods/status subresource, as envtest suites

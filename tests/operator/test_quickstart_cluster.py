@@ -5,8 +5,8 @@ Compressing -> READY True with VARIANT int8-static.
 kwok runs no containers, so the training ranks' and the compression pod's terminal phases and
 termination messages (contract 3) are written through the pods/status subresource, as envtest
 suites do (see tests/operator/quickstart.py); kwok makes the serving pods Ready. The operator is
-the real ``kubemaas operator`` process. ``python -m tests.operator.capture_quickstart`` records
-the same session into the README.
+the real ``kubemaas operator`` process. The README's quickstart is captured from the real-pod
+run of ``make e2e`` (``python -m tests.e2e.capture_readme``), not from this simulated one.
 """
 
 from __future__ import annotations
