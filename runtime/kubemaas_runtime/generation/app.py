@@ -6,6 +6,7 @@ limit, request metrics by route and status, readiness after load and warm-up, 50
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
@@ -27,6 +28,7 @@ from kubemaas_runtime.generation.openai_api import openai_error, register_openai
 from kubemaas_runtime.generation.scheduler import QueueFull
 from kubemaas_runtime.generation.service import GenerationService, RequestError
 from kubemaas_runtime.generation.v2 import register_v2_generate_routes
+from kubemaas_runtime.serving.protocol import bounded_protocol
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +53,37 @@ class BodyTooLarge(Exception):
         super().__init__(f"request body exceeds max_body_bytes={limit}")
 
 
-def limit_body(receive: Receive, limit: int) -> Receive:
-    """``receive`` that raises ``BodyTooLarge`` once more than ``limit`` body bytes have arrived."""
+class BodyTimeout(Exception):
+    """The body did not arrive whole within ``body_timeout_s`` of its first read."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the request body did not arrive within body_timeout_s={timeout_s:g}")
+
+
+def limit_body(receive: Receive, limit: int, timeout_s: float) -> Receive:
+    """``receive`` that raises ``BodyTooLarge`` once more than ``limit`` body bytes have arrived and
+    ``BodyTimeout`` when the whole body takes longer than ``timeout_s`` (a client trickling its body
+    would hold its buffer forever). After the last body chunk, receives (the disconnect watch of a
+    stream) are not timed."""
     seen = 0
+    deadline: float | None = None
+    complete = False
 
     async def limited() -> Message:
-        nonlocal seen
-        message = await receive()
+        nonlocal seen, deadline, complete
+        if complete:
+            return await receive()
+        loop = asyncio.get_running_loop()
+        deadline = deadline or loop.time() + timeout_s
+        try:
+            message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
+        except TimeoutError:
+            raise BodyTimeout(timeout_s) from None
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
                 raise BodyTooLarge(limit)
+            complete = not message.get("more_body", False)
         return message
 
     return limited
@@ -70,11 +92,13 @@ def limit_body(receive: Receive, limit: int) -> Receive:
 class Gate:
     """Pure ASGI: auth, body limit, draining, in-flight count and request metrics."""
 
-    def __init__(self, app: ASGIApp, service: GenerationService, token: str | None, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, service: GenerationService, token: str | None, max_body_bytes: int,
+                 body_timeout_s: float = 10.0) -> None:
         self.app = app
         self.service = service
         self.expected = f"Bearer {token}".encode() if token is not None else None
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     def _refuse(self, scope: Scope) -> Response | None:
         path = scope["path"]
@@ -110,7 +134,7 @@ class Gate:
             if refusal is not None:
                 await refusal(scope, receive, watch)
                 return
-            await self.app(scope, limit_body(receive, self.max_body_bytes), watch)
+            await self.app(scope, limit_body(receive, self.max_body_bytes, self.body_timeout_s), watch)
         finally:
             self.service.in_flight -= 1
             route = scope.get("route")
@@ -152,7 +176,11 @@ def create_app(service: GenerationService) -> FastAPI:
     async def body_too_large(request: Request, exc: Exception) -> Response:
         return error_response(request.url.path, 413, str(exc))
 
+    async def body_timeout(request: Request, exc: Exception) -> Response:
+        return error_response(request.url.path, 408, str(exc), headers={"connection": "close"})
+
     app.add_exception_handler(BodyTooLarge, body_too_large)
+    app.add_exception_handler(BodyTimeout, body_timeout)
     app.add_exception_handler(RequestError, request_error)
     app.add_exception_handler(QueueFull, queue_full)
     app.add_exception_handler(HTTPException, http_error)
@@ -164,7 +192,8 @@ def create_app(service: GenerationService) -> FastAPI:
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
-    app.add_middleware(Gate, service=service, token=settings.bearer_token(), max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(Gate, service=service, token=settings.bearer_token(), max_body_bytes=settings.max_body_bytes,
+                       body_timeout_s=settings.body_timeout_s)
     return app
 
 
@@ -199,7 +228,10 @@ def serve(service: GenerationService) -> int:
     settings = service.settings
     config = uvicorn.Config(create_app(service), host=settings.host, port=settings.port, lifespan="on",
                             access_log=False, log_level=settings.log_level,
-                            timeout_graceful_shutdown=settings.drain_timeout_s, server_header=False)
+                            timeout_graceful_shutdown=settings.drain_timeout_s, server_header=False,
+                            # the request-head bounds of tensor serving (431 past max_header_bytes, 408 after
+                            # header_timeout_s): plain httptools has neither
+                            http=bounded_protocol(settings.max_header_bytes, settings.header_timeout_s))
     server = DrainingServer(config, service)
     server.run()
     return 0 if server.started else 1

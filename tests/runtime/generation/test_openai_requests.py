@@ -141,3 +141,45 @@ def test_a_prompt_too_long_for_any_tokenization_is_refused_before_tokenizing(ser
     error = resp.json()["error"]
     assert (error["param"], error["code"]) == ("prompt", "context_length_exceeded")
     assert "your prompt has 2000000 characters, more than 1024 tokens" in error["message"]
+
+
+def _raw(url: str, *pieces: bytes) -> bytes:
+    """Send ``pieces`` on a fresh connection (each its own read on the server) and return what comes
+    back before the server closes it."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.05)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+def test_request_heads_and_bodies_are_bounded_as_in_tensor_serving(tiny_bundle: Path, tmp_path: Path) -> None:
+    env = {"KUBEMAAS_HEADER_TIMEOUT_S": "1", "KUBEMAAS_BODY_TIMEOUT_S": "1", "KUBEMAAS_MAX_HEADER_BYTES": "8192"}
+    with ServeProcess(tiny_bundle, tmp_path / "log", env=env) as proc:
+        big = _raw(proc.url, b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 6000, b"a" * 6000)
+        assert big.startswith(b"HTTP/1.1 431 ")
+        slow_head = _raw(proc.url, b"GET /v1/models HTTP/1.1\r\n")  # and nothing more
+        assert slow_head.startswith(b"HTTP/1.1 408 ")
+        slow_body = _raw(proc.url, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        assert slow_body.startswith(b"HTTP/1.1 408 ")
+        assert b"body_timeout_s=1" in slow_body
+
+
+def test_the_body_timeout_never_cuts_a_generation_that_outlasts_it(tiny_bundle: Path, tmp_path: Path) -> None:
+    with ServeProcess(tiny_bundle, tmp_path / "log", env={"KUBEMAAS_BODY_TIMEOUT_S": "0.1"}) as proc:
+        c = client(proc)  # 1000 tokens take longer than 0.1 s; only the body's arrival is timed
+        whole = c.completions.create(model="textgen", prompt="x", max_tokens=1000, extra_body=EXACT)
+        assert whole.usage is not None
+        assert whole.usage.completion_tokens == 1000
+        chunks = list(c.completions.create(model="textgen", prompt="x", max_tokens=1000, stream=True,
+                                           stream_options={"include_usage": True}, extra_body=EXACT))
+        assert chunks[-1].usage is not None
+        assert chunks[-1].usage.completion_tokens == 1000
