@@ -12,7 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 from fastapi import FastAPI, Request
@@ -120,17 +120,25 @@ class SamplingFields(BaseModel):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str]
+    prompt: str | list[str] | list[int] | list[list[int]]
+    """Text or token ids, alone or in a one-element list (OpenAI's four forms; one prompt per request)."""
 
     @field_validator("prompt")
     @classmethod
-    def _one_prompt(cls, prompt: str | list[str]) -> str | list[str]:
+    def _one_prompt(cls, prompt: Any) -> Any:
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+            return prompt  # one prompt as token ids
         if isinstance(prompt, list) and len(prompt) != 1:
             raise ValueError("only one prompt per request is supported (n=1)")
         return prompt
 
-    def text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+    def text(self) -> str | list[int]:
+        """The prompt: text, or token ids."""
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return prompt
+        first = prompt[0]  # the validator left exactly one prompt
+        return cast(list[int], prompt) if isinstance(first, int) else first
 
 
 class TextPart(BaseModel):

@@ -98,14 +98,20 @@ class GenerationService:
         self.ready = False
         self.scheduler.stop()
 
-    def prepare(self, prompt: str, max_tokens: int | None, params: Mapping[str, Any]) -> Prepared:
-        """Tokenize and check the prompt + output length against the context, before any work.
+    def prepare(self, prompt: str | list[int], max_tokens: int | None, params: Mapping[str, Any]) -> Prepared:
+        """Tokenize (or, for token ids, range-check) the prompt and check prompt + output length against
+        the context, before any work. Raises ``RequestError`` naming the field.
 
         A prompt too long to fit whatever its tokens is refused before it is tokenized: tokenizing
         runs on the event loop, and megabytes of text would hold every stream up for seconds.
         """
         limit = self.context_length
-        if len(prompt) > 4 * self.tokenizer.max_token_chars * limit:
+        if isinstance(prompt, list):
+            vocab = self.spec.vocab_size
+            bad = next((t for t in prompt if not 0 <= t < vocab), None)
+            if bad is not None:
+                raise RequestError(f"prompt token id {bad} is outside this model's vocabulary [0, {vocab})", "prompt")
+        elif len(prompt) > 4 * self.tokenizer.max_token_chars * limit:
             raise RequestError(
                 f"This model's maximum context length is {limit} tokens. However, your prompt has {len(prompt)} "
                 f"characters, more than {limit} tokens of this tokenizer can hold. Please reduce the length of "
@@ -113,7 +119,7 @@ class GenerationService:
                 "prompt",
                 code="context_length_exceeded",
             )
-        ids = self.tokenizer.encode(prompt)
+        ids = list(prompt) if isinstance(prompt, list) else self.tokenizer.encode(prompt)
         if not ids:
             raise RequestError("the prompt is empty: it must contain at least one token", "prompt")
         if len(ids) >= limit:

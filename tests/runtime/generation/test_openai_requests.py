@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from kubemaas_runtime.generation.sampling import SEED_MAX, generator
+from kubemaas_runtime.generation.tokenizer import TextTokenizer
 from kubemaas_runtime.serving.process import ServeProcess
 
 pytestmark = pytest.mark.slow
@@ -183,3 +184,23 @@ def test_the_body_timeout_never_cuts_a_generation_that_outlasts_it(tiny_bundle: 
                                            stream_options={"include_usage": True}, extra_body=EXACT))
         assert chunks[-1].usage is not None
         assert chunks[-1].usage.completion_tokens == 1000
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_a_prompt_of_token_ids_is_served_like_its_text(server: ServeProcess, tiny_bundle: Path, wrap: bool) -> None:
+    ids = TextTokenizer(tiny_bundle).encode("Lists are")
+    c = client(server)
+    by_text = c.completions.create(model="textgen", prompt="Lists are", max_tokens=6, temperature=0, extra_body=EXACT)
+    by_ids = c.completions.create(model="textgen", prompt=[ids] if wrap else ids, max_tokens=6, temperature=0,
+                                  extra_body=EXACT)
+    assert by_ids.choices[0].text == by_text.choices[0].text
+    assert by_ids.usage is not None
+    assert by_ids.usage.prompt_tokens == len(ids)
+
+
+@pytest.mark.parametrize("bad", [512, -1])
+def test_a_token_id_outside_the_vocabulary_is_a_400_naming_it(server: ServeProcess, bad: int) -> None:
+    resp = httpx.post(f"{server.url}/v1/completions", json={"model": "textgen", "prompt": [1, bad], "max_tokens": 1})
+    assert resp.status_code == 400
+    assert resp.json()["error"]["param"] == "prompt"
+    assert f"token id {bad} is outside this model's vocabulary [0, 512)" in resp.json()["error"]["message"]
