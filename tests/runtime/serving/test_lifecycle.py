@@ -52,12 +52,23 @@ def test_overload_burst_gets_503_with_retry_after_and_server_stays_healthy(slow_
 def test_sigterm_drains_in_flight_requests_and_exits_0(slow_dir: Path, tmp_path: Path) -> None:
     server = start_server(slow_dir, tmp_path / "drain.log", "--name", "slow", max_batch_size="1")
     n = 6
-    # 8 rows per request: each takes ~8 model calls' time, so all n are surely in flight together.
-    rows = np.full((8, 1024), 0.1, np.float32)
-    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [8, 1024], "data": rows.ravel().tolist()}]}
+    # 64 rows per request, one request per model call: tens of milliseconds each, so all n are
+    # surely in flight together. Binary tensors, so the client sends them at once.
+    rows = np.full((64, 1024), 0.1, np.float32)
+    header = (b'{"inputs":[{"name":"x","datatype":"FP32","shape":[64,1024],'
+              b'"parameters":{"binary_data_size":%d}}]}' % rows.nbytes)
+
+    async def burst_binary() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+            return await asyncio.gather(*(
+                client.post(f"{server.url}/v2/models/slow/infer", content=header + rows.tobytes(),
+                            headers={"Inference-Header-Content-Length": str(len(header))})
+                for _ in range(n)
+            ))
 
     async def scenario() -> list[httpx.Response]:
-        requests = asyncio.ensure_future(burst(f"{server.url}/v2/models/slow/infer", n, body))
+        requests = asyncio.ensure_future(burst_binary())
         deadline = time.monotonic() + 30
         async with httpx.AsyncClient() as probe:
             while time.monotonic() < deadline:
@@ -71,9 +82,12 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(slow_dir: Path, tmp_path:
         server.popen.send_signal(signal.SIGTERM)
         return await requests
 
-    responses = asyncio.run(scenario())
-    assert [r.status_code for r in responses] == [200] * n
-    assert server.popen.wait(timeout=60) == 0
+    try:
+        responses = asyncio.run(scenario())
+        assert [r.status_code for r in responses] == [200] * n
+        assert server.popen.wait(timeout=60) == 0
+    finally:
+        server.stop()  # only does something when the test failed before the drain
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{server.url}/v2/health/live")
     assert "draining" in server.logs()
