@@ -27,6 +27,8 @@ TTFT = "kubemaas_time_to_first_token_seconds"
 TPOT = "kubemaas_time_per_output_token_seconds"
 """Histogram of time per output token after the first (text generation)."""
 
+CLIENT_CLOSED = "499"
+"""The status ``kubemaas serve`` counts for a client that disconnected before its answer."""
 INFERENCE_ROUTE = re.compile(r"(/infer|:predict|/completions|/generate|/generate_stream)$")
 """Route templates that carry model traffic: v2 infer, v1 predict, OpenAI completions, v2 generate."""
 
@@ -91,7 +93,9 @@ class Snapshot:
     server_errors: float = 0.0
     """Answers with status >= 500 (model failures, overload 503s, timeouts)."""
     client_errors: float = 0.0
-    """Answers with status 400-499 (a model that rejects inputs the stable one accepts)."""
+    """Answers with status 400-498 (a model that rejects inputs the stable one accepts); 499, a
+    client that left before the answer (nginx's "client closed request"), is no answer and is
+    not counted at all."""
     latency: Histogram = field(default_factory=Histogram)
     ttft: Histogram = field(default_factory=Histogram)
     tpot: Histogram = field(default_factory=Histogram)
@@ -164,10 +168,10 @@ def parse_metrics(text: str) -> Snapshot:
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, float(sample.value)
             if name == REQUESTS:
-                if not INFERENCE_ROUTE.search(labels.get("route", "")):
+                status = labels.get("status", "")
+                if not INFERENCE_ROUTE.search(labels.get("route", "")) or status == CLIENT_CLOSED:
                     continue
                 requests += value
-                status = labels.get("status", "")
                 if status.startswith("5"):
                     server += value
                 elif status.startswith("4"):

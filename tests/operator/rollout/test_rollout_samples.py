@@ -15,6 +15,7 @@ PAGE = f"""# HELP kubemaas_requests_total HTTP requests by route and status
 kubemaas_requests_total{{{INFER},status="200"}} 90.0
 kubemaas_requests_total{{{INFER},status="500"}} 6.0
 kubemaas_requests_total{{{INFER},status="400"}} 4.0
+kubemaas_requests_total{{{INFER},status="499"}} 3.0
 kubemaas_requests_total{{model="m",route="/v1/models/{{name}}:predict",status="200"}} 10.0
 kubemaas_requests_total{{model="m",route="/v2/health/ready",status="200"}} 1000.0
 kubemaas_requests_total{{model="m",route="unmatched",status="404"}} 7.0
@@ -32,6 +33,7 @@ kubemaas_request_duration_seconds_bucket{{model="m",route="/v2/health/ready",le=
 
 
 def test_only_inference_routes_count() -> None:
+    """Probes and unmatched routes are not traffic; 499 (the client left) is not an answer."""
     snap = parse_metrics(PAGE)
     assert (snap.requests, snap.server_errors, snap.client_errors) == (90 + 6 + 4 + 10, 6, 4)
     assert snap.latency.buckets == ((0.01, 50.0), (0.1, 90.0), (INF, 100.0))
