@@ -179,6 +179,11 @@ def create_app(service: GenerationService) -> FastAPI:
     async def body_timeout(request: Request, exc: Exception) -> Response:
         return error_response(request.url.path, 408, str(exc), headers={"connection": "close"})
 
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # Starlette's ServerErrorMiddleware runs this, then re-raises so the traceback is logged
+        return error_response(request.url.path, 500, f"internal error: {type(exc).__name__}")
+
+    app.add_exception_handler(Exception, internal_error)
     app.add_exception_handler(BodyTooLarge, body_too_large)
     app.add_exception_handler(BodyTimeout, body_timeout)
     app.add_exception_handler(RequestError, request_error)
