@@ -94,6 +94,21 @@ def test_an_oversized_head_gets_431_and_the_server_stays_live(mlp_server: Server
     assert httpx.get(f"{mlp_server.url}/v2/health/live").status_code == 200
 
 
+def test_a_head_that_arrives_in_one_read_is_counted_too(mlp_dir: Path, tmp_path: Path) -> None:
+    """A 60 KB header sent at once completes inside one parse; it must still meet the 8 KiB limit."""
+    server = start_server(mlp_dir, tmp_path / "whole-head.log", max_header_bytes="8192")
+    try:
+        big = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 60_000 + b"\r\n\r\n"
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        s.sendall(big)
+        head = answer(s)
+        assert head.startswith(b"HTTP/1.1 431"), head[:200]
+        assert b"exceed 8192 bytes" in head
+        assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
+    finally:
+        assert server.stop() == 0
+
+
 def test_a_head_that_never_completes_gets_408(mlp_dir: Path, tmp_path: Path) -> None:
     server = start_server(mlp_dir, tmp_path / "head.log", header_timeout_s="1")
     try:
