@@ -7,13 +7,10 @@ limit, request metrics by route and status, readiness after load and warm-up, 50
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
-import signal
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,6 +26,7 @@ from kubemaas_runtime.generation.scheduler import QueueFull
 from kubemaas_runtime.generation.service import GenerationService, RequestError
 from kubemaas_runtime.generation.v2 import register_v2_generate_routes
 from kubemaas_runtime.serving.protocol import bounded_protocol
+from kubemaas_runtime.serving.server import CleanExitServer
 
 log = logging.getLogger(__name__)
 
@@ -202,26 +200,12 @@ def create_app(service: GenerationService) -> FastAPI:
     return app
 
 
-class DrainingServer(uvicorn.Server):
+class DrainingServer(CleanExitServer):
     """On SIGTERM: readiness turns false and new requests get 503 while in-flight ones finish."""
 
     def __init__(self, config: uvicorn.Config, service: GenerationService) -> None:
         super().__init__(config)
         self.service = service
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # uvicorn re-raises the captured signal after shutdown, so the process would die "killed by
-        # SIGTERM"; a drained server exits 0 instead (as serving/server.py does for tensor serving).
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         self.service.draining = True

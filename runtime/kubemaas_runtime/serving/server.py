@@ -34,7 +34,28 @@ from kubemaas_runtime.serving.settings import ServingSettings
 log = logging.getLogger(__name__)
 
 
-class DrainingServer(uvicorn.Server):
+class CleanExitServer(uvicorn.Server):
+    """A uvicorn server that exits 0 after SIGTERM/SIGINT instead of re-raising the signal.
+
+    uvicorn re-raises the captured signal after shutdown, so the process would die "killed by
+    SIGTERM" and a pod's container would report exit code 143 after a clean drain. Subclasses
+    override ``handle_exit`` to start their drain. Shared by tensor and text-generation serving.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+class DrainingServer(CleanExitServer):
     """uvicorn does the listening and the connections; this adds the drain described above."""
 
     def __init__(self, config: uvicorn.Config, plane: DataPlane, linger_s: float) -> None:
@@ -45,20 +66,6 @@ class DrainingServer(uvicorn.Server):
 
     def _fatal(self, message: str) -> None:
         self.should_exit = True
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # uvicorn re-raises the captured signal after shutdown, so the process would die
-        # "killed by SIGTERM"; a drained server exits 0 instead.
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.plane.draining:
