@@ -210,7 +210,11 @@ def test_canary_that_crash_loops_is_rolled_back(
     why = obj["status"]["rollout"]["reason"]
     assert why.startswith("canary cannot become ready: CrashLoopBackOff: pod m-canary-")
     assert "checksum mismatch" in why
-    assert obj["status"]["reason"] == f"RolledBack: {why}"  # stable is Ready: REASON says what happened
+    # The write that records the rollback can still see the stable Deployment converging after
+    # the canary's removal (REASON RollingOut); once stable is Ready, REASON says what happened.
+    obj = poll(lambda: (o := msvc(control_plane, ns)) and o["status"].get("reason", "").startswith("RolledBack") and o,
+               timeout=60, what="REASON RolledBack once stable is Ready")
+    assert obj["status"]["reason"] == f"RolledBack: {why}"
     assert fetched(deploy(control_plane, ns, "m")) == "s3://bucket/v1"
 
 
