@@ -118,15 +118,19 @@ def test_service_maps_port_80_to_the_runtime_port() -> None:
     assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
 
 
-def test_hpa_only_with_autoscaling_and_then_no_replicas_on_the_deployment() -> None:
+def test_hpa_only_with_autoscaling_and_it_scales_the_modelservice_not_a_deployment() -> None:
     assert modelservice.hpa(OWNER, spec()) is None
     s = spec(autoscaling={"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilizationPercentage": 60})
     hpa = modelservice.hpa(OWNER, s)
     assert hpa is not None
     assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "kubemaas.io/v1alpha1", "kind": "ModelService",
+                                             "name": OWNER["metadata"]["name"]}
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
     assert hpa["spec"]["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
-    assert "replicas" not in modelservice.deployment(OWNER, s, BUNDLE, SETTINGS)["spec"]
+    # The operator sizes the Deployment: spec.replicas (which the HPA writes), or a canary split's share.
+    assert modelservice.deployment(OWNER, s.model_copy(update={"replicas": 4}), BUNDLE, SETTINGS)["spec"]["replicas"] == 4
+    assert modelservice.deployment(OWNER, s, BUNDLE, SETTINGS, replicas=3)["spec"]["replicas"] == 3
 
 
 def test_serving_bundle_round_trips_through_deployment_annotations() -> None:

@@ -142,7 +142,7 @@ def test_autoscaling_creates_an_hpa_and_dropping_it_deletes_it(
     apply_msvc(control_plane, namespace, "a", spec)
     hpa = poll(lambda: get_json(control_plane, "hpa", "a", "-n", namespace), what="HPA a")
     assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "a"}
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "kubemaas.io/v1alpha1", "kind": "ModelService", "name": "a"}
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 4)
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 80
     apply_msvc(control_plane, namespace, "a", {"model": {"uri": "s3://bucket/m"}, "replicas": 1})

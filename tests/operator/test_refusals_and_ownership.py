@@ -9,7 +9,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from kubemaas_operator.controllers.modelservice.artifact import resolve_training_job
-from kubemaas_operator.controllers.modelservice.rollout import handover_replicas, refused
+from kubemaas_operator.controllers.modelservice.rollout import refused
 from kubemaas_operator.controllers.modelservice.spec import parse_modelservice
 from kubemaas_operator.controllers.modelservice.status import Observed, build_status, retrying_status
 from kubemaas_operator.controllers.trainingjob import children
@@ -43,13 +43,6 @@ def test_field_owners_reads_managed_fields_of_the_main_resource() -> None:
     ]}}
     assert field_owners(deploy, ("spec", "replicas")) == ["kubemaas-operator"]
     assert field_owners(deploy, ("spec", "template")) == []
-
-
-def test_the_hpa_takes_over_the_current_replicas_within_its_range() -> None:
-    assert handover_replicas(4, 3, 6) == 4  # no drop to 1, no jump to minReplicas
-    assert handover_replicas(1, 3, 6) == 3
-    assert handover_replicas(9, 3, 6) == 6
-    assert handover_replicas(None, 2, 6) == 2
 
 
 def test_only_warning_failed_create_events_are_refusals_and_the_newest_wins() -> None:

@@ -1,6 +1,6 @@
 """What every workload pod gets from the operator's settings (storage credentials, default
 requests, graceful drain, image pull secrets) and what status says about it (a failed gate's
-drop, the training run's uid, a kubectl scale the HPA overrides).
+drop, the training run's uid, a kubectl scale outside the HPA's range).
 
 Pure builder tests first; the ``cluster`` tests at the end have the real kube-apiserver
 validate what the builders produce (server-side dry-run) and exercise the CRD changes.
@@ -17,7 +17,11 @@ from pydantic import ValidationError
 
 from kubemaas_operator.controllers.modelservice import artifact, compress, compression
 from kubemaas_operator.controllers.modelservice import children as modelservice
-from kubemaas_operator.controllers.modelservice.observe import DeploymentHealth, ignored_scale, scale_writer
+from kubemaas_operator.controllers.modelservice.observe import (
+    DeploymentHealth,
+    replicas_outside_range,
+    scale_writer,
+)
 from kubemaas_operator.controllers.modelservice.spec import parse_modelservice
 from kubemaas_operator.controllers.modelservice.status import Observed, build_status
 from kubemaas_operator.controllers.trainingjob import children as tjm
@@ -204,16 +208,20 @@ def scaled_body(replicas: int, *, via_scale: bool = True) -> dict[str, Any]:
     return {"metadata": {"managedFields": [entry]}, "spec": {"replicas": replicas}}
 
 
-def test_scale_under_autoscaling_is_reported_not_silently_ignored() -> None:
-    auto = {"minReplicas": 1, "maxReplicas": 4}
+def test_a_scale_outside_the_autoscaling_range_is_explained() -> None:
+    auto = {"minReplicas": 2, "maxReplicas": 4}
     assert scale_writer(scaled_body(5)) == "kubectl"
-    assert ignored_scale(scaled_body(5), auto, 2) == (
-        "spec.replicas 5 (scaled by kubectl) is ignored: the HorizontalPodAutoscaler owns replicas "
-        "(1-4, now 2); change spec.autoscaling instead"
+    assert replicas_outside_range(scaled_body(5), auto) == (
+        "spec.replicas 5 (scaled by kubectl) is outside spec.autoscaling's range 2-4: "
+        "the HorizontalPodAutoscaler scales it back within that range; change spec.autoscaling instead"
     )
-    assert ignored_scale(scaled_body(5), None, 2) is None  # no HPA: the scale is honoured
-    assert ignored_scale(scaled_body(2), auto, 2) is None  # nothing to explain
-    assert ignored_scale(scaled_body(5, via_scale=False), auto, 2) is None  # e.g. the default from apply
+    assert replicas_outside_range(scaled_body(1, via_scale=False), auto) == (  # e.g. replicas: 1 in a manifest
+        "spec.replicas 1 is outside spec.autoscaling's range 2-4: "
+        "the HorizontalPodAutoscaler scales it back within that range; change spec.autoscaling instead"
+    )
+    assert replicas_outside_range(scaled_body(5), None) is None  # no HPA: the scale is simply honoured
+    assert replicas_outside_range(scaled_body(3), auto) is None  # within range: nothing to explain
+    assert replicas_outside_range(scaled_body(0), auto) is None  # scaled to zero: the HPA stands aside
 
 
 def test_scale_note_lands_in_available_and_message() -> None:
@@ -298,9 +306,9 @@ def test_crd_keeps_secret_uid_and_message_and_records_kubectl_scale(
                                              "--show-managed-fields").stdout)
     assert body["spec"]["model"]["storageSecretName"] == "s3-creds"
     assert body["status"]["model"]["source"]["uid"] == "tj-uid-1"  # declared, so not pruned
-    assert ignored_scale(body, body["spec"]["autoscaling"], 1) == (
-        "spec.replicas 5 (scaled by kubectl) is ignored: the HorizontalPodAutoscaler owns replicas "
-        "(1-3, now 1); change spec.autoscaling instead"
+    assert replicas_outside_range(body, body["spec"]["autoscaling"]) == (
+        "spec.replicas 5 (scaled by kubectl) is outside spec.autoscaling's range 1-3: "
+        "the HorizontalPodAutoscaler scales it back within that range; change spec.autoscaling instead"
     )
     wide = api_server.kubectl("get", "msvc", "scaled", "-n", namespace, "-o", "wide").stdout.splitlines()
     assert wide[0].split()[-2:] == ["AGE", "MESSAGE"]
@@ -314,21 +322,39 @@ def test_crd_keeps_secret_uid_and_message_and_records_kubectl_scale(
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_operator_reports_a_scale_the_hpa_overrides(
+def test_the_hpa_scales_the_modelservice_and_brings_a_scale_outside_its_range_back(
     control_plane: ControlPlane, operator_process: OperatorProcess, namespace: str
 ) -> None:
-    """The running operator answers `kubectl scale` on an autoscaled ModelService with a note."""
+    """The real HPA controller (kube-controller-manager) scales the ModelService's scale subresource.
+
+    There is no metrics API here, so the HPA acts only on its range (as Kubernetes' HPA does
+    before it reads any metric): it raises spec.replicas 1 to minReplicas, and a `kubectl scale`
+    above maxReplicas -- explained in status meanwhile -- comes back to maxReplicas. The operator
+    sizes the Deployment from spec.replicas each time.
+    """
     doc = {"apiVersion": "kubemaas.io/v1alpha1", "kind": "ModelService", "metadata": {"name": "auto"},
-           "spec": {"model": {"uri": "s3://models/x"}, "autoscaling": {"minReplicas": 1, "maxReplicas": 3}}}
+           "spec": {"model": {"uri": "s3://models/x"}, "autoscaling": {"minReplicas": 2, "maxReplicas": 3}}}
     control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
-    poll(lambda: get_json(control_plane, "deployment", "auto", "-n", namespace), what="the serving Deployment")
+    hpa = poll(lambda: get_json(control_plane, "hpa", "auto", "-n", namespace), what="the HPA")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "kubemaas.io/v1alpha1", "kind": "ModelService",
+                                             "name": "auto"}
+
+    def deployment_at(n: int) -> bool:
+        deploy = get_json(control_plane, "deployment", "auto", "-n", namespace)
+        return bool(deploy) and deploy["spec"]["replicas"] == n
+
+    poll(lambda: deployment_at(2), timeout=90, what="the HPA raising spec.replicas 1 to minReplicas 2")
+    body = get_json(control_plane, "msvc", "auto", "-n", namespace, "--show-managed-fields")
+    assert body["spec"]["replicas"] == 2
+    assert scale_writer(body) not in (None, "kubectl")  # written by the HPA through the scale subresource
     control_plane.kubectl("scale", "msvc", "auto", "-n", namespace, "--replicas=5")
 
     def noted() -> str | None:
         found = condition(get_json(control_plane, "msvc", "auto", "-n", namespace), "Available")
         message = str((found or {}).get("message") or "")
-        return message if "spec.replicas 5 (scaled by kubectl) is ignored" in message else None
+        return message if "spec.replicas 5 (scaled by kubectl) is outside" in message else None
 
-    assert "the HorizontalPodAutoscaler owns replicas (1-3" in poll(noted, what="the ignored-scale note")
-    deploy = get_json(control_plane, "deployment", "auto", "-n", namespace)
-    assert deploy["spec"]["replicas"] != 5  # the HPA, not spec.replicas, sizes the Deployment
+    assert "the HorizontalPodAutoscaler scales it back within that range" in poll(
+        noted, interval=0.2, what="the out-of-range note")
+    poll(lambda: deployment_at(3), timeout=90, what="the HPA bringing spec.replicas 5 back to maxReplicas 3")
+    assert get_json(control_plane, "msvc", "auto", "-n", namespace)["spec"]["replicas"] == 3

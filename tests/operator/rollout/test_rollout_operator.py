@@ -248,3 +248,42 @@ def test_no_evidence_pauses_the_rollout_and_says_why(
     assert st["reason"].startswith("paused: no conclusive analysis for 3s (canary answered 0 requests")
     assert (st["column"], st["weight"], st["lastAnalysis"]["decision"]) == ("paused 25%", 25, "inconclusive")
     poll(lambda: "CanaryPaused" in reasons(control_plane, ns), timeout=30, what="the CanaryPaused Event")
+
+
+def test_the_hpa_scales_the_total_and_each_step_splits_it(
+    control_plane: ControlPlane, operator_process: OperatorProcess, namespace: str
+) -> None:
+    """The HPA targets the ModelService's scale subresource, so a canary splits whatever it decides.
+
+    The real HPA controller has no metrics API here, so this test scales the ModelService through
+    the same scale subresource the HPA writes (`kubectl scale`), and lets the HPA itself bring a
+    value above maxReplicas back into its range.
+    """
+    ns = namespace
+
+    def apply_auto(uri: str) -> None:  # no spec.replicas in the manifest: the HPA owns it
+        doc = {"apiVersion": "kubemaas.io/v1alpha1", "kind": "ModelService", "metadata": {"name": "m"},
+               "spec": {"model": {"uri": uri}, "rollout": ROLLOUT,
+                        "autoscaling": {"minReplicas": 2, "maxReplicas": 6}}}
+        control_plane.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(doc))
+
+    def split_is(stable: int, canary: int) -> bool:
+        s, c = deploy(control_plane, ns, "m"), deploy(control_plane, ns, "m-canary")
+        status_split = ((msvc(control_plane, ns) or {}).get("status") or {}).get("rollout", {}).get("split") or {}
+        return bool(s and c and (s["spec"]["replicas"], c["spec"]["replicas"]) == (stable, canary)
+                    and (status_split.get("stable"), status_split.get("canary")) == (stable, canary))
+
+    apply_auto("s3://bucket/v1")
+    rollout_in(control_plane, ns, "Stable")
+    poll(lambda: (d := deploy(control_plane, ns, "m")) and d["spec"]["replicas"] == 2, timeout=90,
+         what="the HPA raising spec.replicas to minReplicas 2")
+    control_plane.kubectl("scale", "msvc", "m", "-n", ns, "--replicas=4")
+    poll(lambda: deploy(control_plane, ns, "m")["spec"]["replicas"] == 4, timeout=30, what="4 stable replicas")
+    apply_auto("s3://bucket/v2")
+    rollout_in(control_plane, ns, "Progressing")
+    poll(lambda: split_is(3, 1), timeout=30, what="4 replicas split 3 stable + 1 canary at 25%")
+    control_plane.kubectl("scale", "msvc", "m", "-n", ns, "--replicas=8")  # above maxReplicas 6
+    poll(lambda: split_is(4, 2), timeout=90, what="the HPA's 6 replicas split 4 stable + 2 canary")
+    obj = msvc(control_plane, ns)
+    assert obj["spec"]["replicas"] == 6
+    assert obj["status"]["rollout"]["phase"] == "Progressing"  # scaling never restarts the canary

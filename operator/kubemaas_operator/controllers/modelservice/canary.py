@@ -8,8 +8,9 @@ the split); it applies or scales down the canary Deployment itself. The decision
 ``rollout.state.step``; this module reads pods and metrics into an ``Observation`` and carries
 out the ``Plan`` (children, Events, the ``kubemaas.io/rollout`` annotation consumed).
 
-With ``spec.autoscaling`` the HPA keeps owning the stable Deployment's replicas and the canary
-gets its share of that count on top (capacity never drops while a canary is judged).
+The split is of the ModelService's total (``spec.replicas``, which the HPA writes through the
+scale subresource when ``spec.autoscaling`` is set): autoscaling sizes stable + canary together
+and each step divides whatever it decides.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class CanaryResult:
     stable: ServingBundle | None
     """The bundle the stable Deployment serves (None: nothing to serve yet)."""
     stable_replicas: int | None
-    """spec.replicas of the stable Deployment (None: unchanged, spec.replicas or the HPA's)."""
+    """spec.replicas of the stable Deployment (None: no canary, so all of ``spec.replicas``)."""
     status: dict[str, Any]
     requeue_s: float | None = None
 
@@ -133,21 +134,13 @@ def _failure(ctx: Context, namespace: str, name: str, deploy: Mapping[str, Any] 
     return f"{problem.reason}: {problem.message}" if problem is not None and problem.reason in CANARY_FATAL else ""
 
 
-def _total(spec: ModelServiceSpec, stable: Mapping[str, Any] | None) -> int:
-    if spec.autoscaling is None:
-        return spec.replicas
-    current = ((stable or {}).get("spec") or {}).get("replicas")
-    return int(current) if current is not None else spec.autoscaling.min_replicas
-
-
-def _split(spec: ModelServiceSpec, stable: Mapping[str, Any] | None, weight: int, phase: str) -> Split:
-    total = _total(spec, stable)
-    if phase == "Promoting":  # stable rolls to the promoted revision at full size; the canary stays
+def _split(spec: ModelServiceSpec, weight: int, phase: str) -> Split:
+    """The split of ``spec.replicas`` at ``weight``; while promoting, stable rolls to the
+    promoted revision at full size and the canary keeps its pods until stable is Ready."""
+    total = spec.replicas
+    if phase == "Promoting":
         return Split(total, split_replicas(total, weight).canary)
-    split = split_replicas(total, weight)
-    if spec.autoscaling is not None and weight > 0:
-        return Split(total, split.canary)  # the HPA keeps the stable count; the canary is on top
-    return split
+    return split_replicas(total, weight)
 
 
 async def step_rollout(
@@ -202,7 +195,7 @@ async def step_rollout(
     new = plan.state
 
     # The canary Deployment: its share of the split while a canary is judged, else zero pods.
-    split = _split(spec, stable_deploy, plan.weight, new.phase)
+    split = _split(spec, plan.weight, new.phase)
     canary_bundle = serving if new.canary is not None and new.canary.same(revision(serving)) else (
         children.serving_bundle_of(canary_deploy))
     if new.canary is not None and plan.weight > 0 and canary_bundle is not None:
@@ -234,7 +227,7 @@ async def step_rollout(
         stable_bundle: ServingBundle | None = serving
     else:
         stable_bundle = current if current is not None else serving
-    stable_replicas = split.stable if (new.phase in ACTIVE and spec.autoscaling is None) else None
+    stable_replicas = split.stable if new.phase in ACTIVE else None
     requeue = None
     if new.phase in ACTIVE:
         due = ctx.analyses.next_in(key, time.monotonic())

@@ -14,6 +14,7 @@ from kubemaas_operator.controllers.modelservice.spec import DEFAULT_MODEL_SIZE_L
 from kubemaas_operator.controllers.modelservice.storage import model_size_limit
 from kubemaas_operator.kube.manifests import (
     ANNOTATION_SPEC_HASH,
+    API_VERSION,
     GROUP,
     LABEL_COMPONENT,
     LABEL_MODELSERVICE,
@@ -237,9 +238,14 @@ def spec_hash(name: str, spec: ModelServiceSpec, bundle: ServingBundle, settings
 
 
 def deployment(
-    owner: Mapping[str, Any], spec: ModelServiceSpec, bundle: ServingBundle, settings: OperatorSettings
+    owner: Mapping[str, Any], spec: ModelServiceSpec, bundle: ServingBundle, settings: OperatorSettings,
+    *, replicas: int | None = None,
 ) -> dict[str, Any]:
-    """The serving Deployment; replicas omitted when an HPA owns them."""
+    """The serving Deployment with ``replicas`` pods (default: ``spec.replicas``, all of them).
+
+    The operator always owns the Deployment's replicas: an HPA scales the ModelService (its scale
+    subresource), and a canary step passes the stable share of that total here.
+    """
     name = owner["metadata"]["name"]
     image = spec.runtime.image or settings.serving_image
     pod_labels = {**labels(COMPONENT, name, **{LABEL_MODELSERVICE: name}), **match_labels(name)}
@@ -344,8 +350,7 @@ def deployment(
         del fetch["envFrom"]
     if settings.image_pull_secrets:
         deploy_spec["template"]["spec"]["imagePullSecrets"] = image_pull_secrets(settings.image_pull_secrets)
-    if spec.autoscaling is None:
-        deploy_spec["replicas"] = spec.replicas
+    deploy_spec["replicas"] = spec.replicas if replicas is None else replicas
     meta = _metadata(owner, predictor_name(name))
     meta["annotations"] = {**bundle.annotations(), ANNOTATION_SPEC_HASH: digest}
     if spec.autoscaling is not None:
@@ -402,7 +407,13 @@ def service(owner: Mapping[str, Any], settings: OperatorSettings) -> dict[str, A
 
 
 def hpa(owner: Mapping[str, Any], spec: ModelServiceSpec) -> dict[str, Any] | None:
-    """autoscaling/v2 HPA on CPU for the Deployment, or None when spec.autoscaling is unset."""
+    """autoscaling/v2 HPA on CPU scaling the ModelService, or None when spec.autoscaling is unset.
+
+    Its ``scaleTargetRef`` is the ModelService (the CRD's scale subresource: spec.replicas,
+    status.replicas, status.selector), not a Deployment, so autoscaling applies to the total of
+    stable and canary pods and a canary step splits whatever the HPA decides (Argo Rollouts
+    points its HPAs at the Rollout the same way).
+    """
     if spec.autoscaling is None:
         return None
     name = owner["metadata"]["name"]
@@ -412,7 +423,7 @@ def hpa(owner: Mapping[str, Any], spec: ModelServiceSpec) -> dict[str, Any] | No
         "kind": "HorizontalPodAutoscaler",
         "metadata": _metadata(owner, predictor_name(name)),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": predictor_name(name)},
+            "scaleTargetRef": {"apiVersion": API_VERSION, "kind": "ModelService", "name": name},
             "minReplicas": scaling.min_replicas,
             "maxReplicas": scaling.max_replicas,
             "metrics": [

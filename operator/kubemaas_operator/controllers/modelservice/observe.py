@@ -1,5 +1,5 @@
-"""Pure readings of a ModelService's children: is the serving Deployment healthy, was a
-``kubectl scale`` overridden by the HPA. No I/O (the reconcile step fetches, these judge).
+"""Pure readings of a ModelService's children: is the serving Deployment healthy, is
+``spec.replicas`` outside the autoscaling range. No I/O (the reconcile step fetches, these judge).
 """
 
 from __future__ import annotations
@@ -86,22 +86,25 @@ def scale_writer(body: Mapping[str, Any]) -> str | None:
     return None
 
 
-def ignored_scale(
-    body: Mapping[str, Any], autoscaling: Mapping[str, Any] | None, observed_replicas: int
-) -> str | None:
-    """Why a ``kubectl scale`` did nothing: with ``spec.autoscaling`` the HPA owns the replicas.
+def replicas_outside_range(body: Mapping[str, Any], autoscaling: Mapping[str, Any] | None) -> str | None:
+    """Why the replica count is about to change: ``spec.replicas`` is outside the autoscaling range.
 
-    A note for status (not a failure) when spec.replicas was written through the scale
-    subresource and differs from what is running; None otherwise.
+    With ``spec.autoscaling`` the HPA scales the ModelService through its scale subresource and
+    moves ``spec.replicas`` back within [minReplicas, maxReplicas] at its next sync (every 15 s
+    by default); until then the operator serves the value as written, as a Deployment under an
+    HPA would. A note for status naming who wrote the value when it came through the scale
+    subresource (``kubectl scale``); None when there is nothing to explain (no autoscaling, a
+    value within range, or 0, which the HPA leaves alone: "scaling is disabled").
     """
     if not autoscaling:
         return None
-    writer = scale_writer(body)
     wanted = (body.get("spec") or {}).get("replicas")
-    if writer is None or wanted is None or int(wanted) == observed_replicas:
+    low, high = int(autoscaling.get("minReplicas", 1)), int(autoscaling.get("maxReplicas", 1))
+    if wanted is None or int(wanted) == 0 or low <= int(wanted) <= high:
         return None
-    low, high = autoscaling.get("minReplicas", 1), autoscaling.get("maxReplicas")
+    writer = scale_writer(body)
+    by = f" (scaled by {writer})" if writer else ""
     return (
-        f"spec.replicas {wanted} (scaled by {writer}) is ignored: the HorizontalPodAutoscaler owns "
-        f"replicas ({low}-{high}, now {observed_replicas}); change spec.autoscaling instead"
+        f"spec.replicas {wanted}{by} is outside spec.autoscaling's range {low}-{high}: "
+        "the HorizontalPodAutoscaler scales it back within that range; change spec.autoscaling instead"
     )

@@ -21,7 +21,7 @@ from kubemaas_operator.controllers.modelservice import compression as jobs
 from kubemaas_operator.controllers.modelservice.artifact import resolve_artifact
 from kubemaas_operator.controllers.modelservice.canary import decorate, step_rollout
 from kubemaas_operator.controllers.modelservice.compress import CompressionResult, compress
-from kubemaas_operator.controllers.modelservice.observe import deployment_health, ignored_scale
+from kubemaas_operator.controllers.modelservice.observe import deployment_health, replicas_outside_range
 from kubemaas_operator.controllers.modelservice.rollout import PERMANENT_STATUSES, roll_out
 from kubemaas_operator.controllers.modelservice.spec import parse_modelservice
 from kubemaas_operator.controllers.modelservice.status import (
@@ -34,6 +34,7 @@ from kubemaas_operator.kube import events
 from kubemaas_operator.kube.client import ApiException, api_message
 from kubemaas_operator.kube.manifests import API_VERSION, LABEL_COMPONENT, LABEL_MODELSERVICE
 from kubemaas_operator.kube.patching import write_status
+from kubemaas_operator.rollout.children import canary_name
 
 KIND = "ModelService"
 WARNING_PHASES = frozenset({"Failed"})
@@ -134,11 +135,11 @@ async def _sync(ctx: Context, msvc: dict[str, Any], *, force: bool) -> Outcome:
     # spec.rollout: while a canary is judged, the stable Deployment keeps the stable revision (canary.py).
     canary = await step_rollout(ctx, msvc, spec, serving, deploy)
     serving = canary.stable
-    stable_spec = spec if canary.stable_replicas is None else spec.model_copy(update={"replicas": canary.stable_replicas})
+    replicas = spec.replicas if canary.stable_replicas is None else canary.stable_replicas
     desired_hash: str | None = None
     blocked = None
     if serving is not None:
-        rollout = await roll_out(ctx, msvc, stable_spec, serving, deploy, force=force)
+        rollout = await roll_out(ctx, msvc, spec, serving, deploy, replicas=replicas, force=force)
         deploy, desired_hash, blocked = rollout.deploy, rollout.desired_hash, rollout.blocked
         if rollout.new_revision:
             await events.record(ctx.kube, {**msvc, "kind": KIND, "apiVersion": API_VERSION}, "Normal", "RollingOut",
@@ -152,12 +153,14 @@ async def _sync(ctx: Context, msvc: dict[str, Any], *, force: bool) -> Outcome:
     health = deployment_health(
         deploy, pods, desired_hash=desired_hash, now=dt.datetime.now(dt.UTC), stuck_after_s=ctx.settings.stuck_after_s
     )
-    observed_replicas = int(((deploy or {}).get("status") or {}).get("replicas") or 0)
+    # status.replicas (the scale subresource the HPA reads): stable and canary pods together.
+    canary_deploy = ctx.cache.get("Deployment", namespace, canary_name(deploy_name))
+    observed_replicas = sum(int(((d or {}).get("status") or {}).get("replicas") or 0) for d in (deploy, canary_deploy))
     observed = Observed(
         name=name, namespace=namespace, generation=int(meta.get("generation") or 0), old=old, spec=spec,
         artifact=artifact, comp=comp, serving=serving, deployed=deploy is not None, health=health,
         observed_replicas=observed_replicas,
-        scale_note=ignored_scale(msvc, (msvc.get("spec") or {}).get("autoscaling"), observed_replicas),
+        scale_note=replicas_outside_range(msvc, (msvc.get("spec") or {}).get("autoscaling")),
         blocked=blocked,
     )
     new = decorate(build_status(observed), canary, old, observed.generation)

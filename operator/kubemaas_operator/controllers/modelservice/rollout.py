@@ -4,11 +4,11 @@ Children are server-side applied only when their hash changed (or on a forced sy
 over an object another resource controls (a Conflict instead), and a refusal by the API
 server that no retry can fix (400, 422: a name the API will not accept) is reported, not retried.
 
-Replicas are handed over to the HPA without a capacity drop: when ``spec.autoscaling`` appears,
-the operator first makes a hand-over field manager co-own ``spec.replicas`` at
-min(max(current, minReplicas), maxReplicas) (Kubernetes' documented "transferring ownership"
-recipe for server-side apply), so applying the Deployment without ``replicas`` does not reset
-it to 1; when autoscaling goes away, the HPA is deleted before ``spec.replicas`` is applied.
+The operator always applies the Deployment's ``spec.replicas``: the HPA scales the ModelService
+(its scale subresource), so turning autoscaling on or off never hands the Deployment's replica
+field to another writer, and capacity never drops in between -- the HPA starts from the current
+``spec.replicas`` and only moves it within [minReplicas, maxReplicas]. When autoscaling goes
+away, the HPA is deleted first, so it cannot write ``spec.replicas`` afterwards.
 """
 
 from __future__ import annotations
@@ -25,11 +25,9 @@ from kubemaas_operator.controllers.modelservice.spec import ModelServiceSpec
 from kubemaas_operator.kube.client import ApiException, api_message
 from kubemaas_operator.kube.conditions import Condition, false
 from kubemaas_operator.kube.manifests import ANNOTATION_SPEC_HASH, GROUP, stable_hash
-from kubemaas_operator.kube.ownership import conflict, field_owners, foreign_controller
+from kubemaas_operator.kube.ownership import conflict, foreign_controller
 
 ANNOTATION_CHILDREN_HASH = f"{GROUP}/children-hash"
-HANDOVER_MANAGER = "kubemaas-hpa-handover"
-"""Field manager that holds a Deployment's ``spec.replicas`` between the operator and the HPA."""
 PERMANENT_STATUSES = frozenset({400, 422})
 """API refusals no retry can fix (a malformed or invalid object)."""
 
@@ -46,11 +44,6 @@ class Rollout:
     """Whether this step applied a new pod template (a new bundle, runtime spec or image)."""
 
 
-def handover_replicas(current: int | None, low: int, high: int) -> int:
-    """The replica count the HPA takes over: the current one, within [minReplicas, maxReplicas]."""
-    return min(max(current if current is not None else low, low), high)
-
-
 def refused(child: Mapping[str, Any], exc: ApiException) -> Condition:
     """Ready=False ChildRefused, carrying the API server's message."""
     meta = child["metadata"]
@@ -63,32 +56,17 @@ async def _read(ctx: Context, api_version: str, kind: str, namespace: str, name:
     return cached if cached is not None else await ctx.kube.get(api_version, kind, namespace, name)
 
 
-async def _hand_over(ctx: Context, deploy: Mapping[str, Any], spec: ModelServiceSpec) -> None:
-    """Move ``spec.replicas`` of the Deployment from the operator to HANDOVER_MANAGER (same value
-    within the HPA's range), so the next apply, which leaves replicas out, keeps it."""
-    assert spec.autoscaling is not None
-    if ctx.settings.field_manager not in field_owners(deploy, ("spec", "replicas")):
-        return
-    meta = deploy["metadata"]
-    current = (deploy.get("spec") or {}).get("replicas")
-    count = handover_replicas(current, spec.autoscaling.min_replicas, spec.autoscaling.max_replicas)
-    # An Apply (not an Update) by another manager: it becomes a co-owner even of an unchanged value.
-    handover = {"apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": meta["name"], "namespace": meta["namespace"]}, "spec": {"replicas": count}}
-    await ctx.kube.apply(handover, force=True, field_manager=HANDOVER_MANAGER)
-
-
 async def roll_out(
     ctx: Context, msvc: Mapping[str, Any], spec: ModelServiceSpec, serving: ServingBundle,
-    deploy: dict[str, Any] | None, *, force: bool,
+    deploy: dict[str, Any] | None, *, replicas: int, force: bool,
 ) -> Rollout:
-    """Apply the Deployment, Service and HPA serving ``serving`` when they changed.
+    """Apply the Deployment (``replicas`` pods), Service and HPA serving ``serving`` when they changed.
 
     Raises ApiException for transient API errors (the work queue retries with back-off).
     """
     meta = msvc["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
-    want = children.deployment(msvc, spec, serving, ctx.settings)
+    want = children.deployment(msvc, spec, serving, ctx.settings, replicas=replicas)
     svc = children.service(msvc, ctx.settings)
     hpa = children.hpa(msvc, spec)
     desired_hash = want["spec"]["template"]["metadata"]["annotations"][ANNOTATION_SPEC_HASH]
@@ -109,8 +87,6 @@ async def roll_out(
         if hpa is None and observed_ann.get(children.ANNOTATION_AUTOSCALED) == "true":
             # Autoscaling removed: the HPA goes first, so it cannot scale against spec.replicas.
             await ctx.kube.delete("autoscaling/v2", "HorizontalPodAutoscaler", namespace, children.predictor_name(name))
-        if hpa is not None and deploy is not None:
-            await _hand_over(ctx, deploy, spec)
         # The Deployment first (it is what starts the pods), then the Service and the HPA together.
         applied_deploy = await ctx.kube.apply(want)
         ctx.cache.put(applied_deploy)

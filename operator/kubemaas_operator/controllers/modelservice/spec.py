@@ -114,7 +114,12 @@ class Storage(_Spec):
 
 
 class Autoscaling(_Spec):
-    """``spec.autoscaling``: an autoscaling/v2 HPA on CPU, which then owns the replica count."""
+    """``spec.autoscaling``: an autoscaling/v2 HPA on CPU that scales the ModelService itself.
+
+    The HPA's ``scaleTargetRef`` is the ModelService's scale subresource, so it writes
+    ``spec.replicas`` (the total behind the one Service) and the operator splits that total
+    between the stable and canary Deployments by the rollout's weight.
+    """
 
     min_replicas: int = Field(default=1, alias="minReplicas", ge=1)
     max_replicas: int = Field(alias="maxReplicas", ge=1)
@@ -129,6 +134,7 @@ class ModelServiceSpec(_Spec):
     runtime: Runtime = Field(default_factory=Runtime)
     storage: Storage = Field(default_factory=Storage)
     replicas: int = Field(default=1, ge=0)
+    """Serving pods in all, stable and canary together (the scale subresource the HPA writes)."""
     autoscaling: Autoscaling | None = None
 
 
