@@ -76,6 +76,51 @@ def _is_uri(location: str) -> bool:
     return "://" in location or is_archive(location)
 
 
+def overlap_problem(bundle: str, output: str, students: list[str]) -> str | None:
+    """The error for an ``--output`` that overlaps an input, or None.
+
+    Compression deletes and rewrites files under ``--output`` (model.onnx, model.json,
+    variants/), so an output that is an input bundle, lies inside one or contains one would
+    rewrite the input in place. Compared after resolving relative paths and symlinks
+    (``storage.uris.nesting``); the message names both flags and both locations.
+    """
+    from kubemaas_runtime.compression.students import parse_student
+    from kubemaas_runtime.storage.uris import nesting
+
+    inputs = [("--bundle", bundle)]
+    for value in students:
+        try:
+            inputs.append((f"--student {value.partition('=')[0]}", parse_student(value)[1]))
+        except ValueError:  # reported with the other --student problems
+            continue
+    for flag, location in inputs:
+        relation = nesting(output, location)
+        if relation is not None:
+            return (f"--output {output!r} ({_resolved(output)}) is {relation} {flag} {location!r} "
+                    f"({_resolved(location)}): compression rewrites files under --output, so it would rewrite "
+                    f"the input bundle; write the output to a directory outside it")
+    return None
+
+
+def _resolved(location: str) -> str:
+    """A local location (path, ``file://``, ``pvc://``) as an absolute path with symlinks resolved;
+    any other URI as given."""
+    from kubemaas_runtime.storage.uris import LocalLocation, parse_uri
+
+    parsed = parse_uri(location)  # nesting() parsed it already, so it parses
+    return str(parsed.path.expanduser().resolve()) if isinstance(parsed, LocalLocation) else location
+
+
+def _termination_log() -> Path | None:
+    """The termination log from the environment, or None when the settings themselves are bad."""
+    from pydantic import ValidationError
+
+    try:
+        return CompressSettings().termination_log
+    except ValidationError:
+        return None
+
+
 def _students(values: list[str], scratch: Path) -> dict[str, Path]:
     """``--student NAME=LOCATION`` flags -> local directories (storage URIs are fetched)."""
     from kubemaas_runtime.compression.students import parse_student
@@ -117,6 +162,14 @@ def run(args: argparse.Namespace) -> int:
     from kubemaas_runtime.compression.students import build_students, parse_methods
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overlap = overlap_problem(args.bundle, args.output, args.students)
+    if overlap is not None:  # before anything reads or writes either location
+        message = f"kubemaas compress: {overlap}"
+        sys.stderr.write(message + "\n")
+        log_path = _termination_log()
+        if log_path is not None:
+            write_termination(log_path, termination_message(None, None, None, reason=message))
+        return 2
     for noisy in ("root", "onnxruntime"):  # the quantizers log advice per node at WARNING
         logging.getLogger(noisy).setLevel(logging.ERROR)
     from kubemaas_runtime.compression.textgen import is_text_generation, maybe_run

@@ -138,3 +138,38 @@ def parse_uri(uri: str, settings: StorageSettings | None = None) -> Location:
     raise StorageError(
         f"{uri!r}: unsupported scheme {parts.scheme!r}; use a path, file://, pvc://, http(s):// or s3://"
     )
+
+
+def _tree_key(uri: str, settings: StorageSettings | None) -> tuple[str, tuple[str, ...]]:
+    """A location as (store, path segments) with local paths absolute and symlinks resolved."""
+    location = parse_uri(uri, settings)
+    if isinstance(location, LocalLocation):
+        return "file://", location.path.expanduser().resolve().parts
+    if isinstance(location, S3Location):
+        return f"s3://{location.bucket}", tuple(p for p in location.prefix.split("/") if p)
+    parts = urlsplit(location.base)
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}", tuple(p for p in parts.path.split("/") if p)
+
+
+def nesting(first: str, second: str, settings: StorageSettings | None = None) -> str | None:
+    """How location ``first`` sits relative to ``second``: ``"the same location as"``, ``"inside"``,
+    ``"contains"``, or None when the two trees do not overlap (or either URI does not parse; reading
+    it reports that later).
+
+    Local forms (plain paths, relative or through symlinks, ``file://``, ``pvc://``) compare as
+    resolved absolute paths, so ``out`` and ``./b/../out`` are one location; ``s3://`` by bucket and
+    key-prefix segments; ``http(s)://`` by host and path segments. Archives compare as their file.
+    """
+    try:
+        (store_a, a), (store_b, b) = _tree_key(first, settings), _tree_key(second, settings)
+    except (StorageError, OSError, RuntimeError):  # RuntimeError: a symlink loop
+        return None
+    if store_a != store_b:
+        return None
+    if a == b:
+        return "the same location as"
+    if a[: len(b)] == b:
+        return "inside"
+    if b[: len(a)] == a:
+        return "contains"
+    return None
