@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from kubemaas_runtime import termination
+from kubemaas_runtime import contracts, termination
 from kubemaas_runtime.compression.measure import Measurement, Quality
 from kubemaas_runtime.compression.select import Selection, drops, missed
 
 REPORT = "compression.json"
-TERMINATION_LIMIT = 4096
+TERMINATION_LIMIT = contracts.TERMINATION_LIMIT
 
 
 class Report(BaseModel):
@@ -89,17 +90,67 @@ def bundle_ref(uri: str, digest: str, size_bytes: int | None) -> dict[str, Any]:
     return {"uri": uri, "sha256": digest, **({"sizeBytes": size_bytes} if size_bytes is not None else {})}
 
 
-def encode_termination(message: dict[str, Any]) -> str:
-    """JSON under 4096 bytes: the reason is shortened first, then variants dropped from the end."""
+COMPACT_KEYS = ("name", "sizeBytes", "accuracyDrop", "perplexityIncrease", "passed")
+"""What a variant other than the selected one keeps once the message must shrink: enough for the
+operator's table and gate messages (``status.compression.variants``)."""
+REASON_CHARS = 500
+"""Characters of ``reason`` kept once the message must shrink."""
+
+
+def _keep_order(variants: list[dict[str, Any]], selected: str | None) -> list[int]:
+    """Indices of ``variants`` from most to least worth keeping: the selected one, then those that
+    passed the gate, then the rest; within each, the smallest accuracy drop (or perplexity increase)
+    first, then report order. Deterministic, so a rerun leaves out the same variants."""
+    def rank(i: int) -> tuple[int, float, int]:
+        v = variants[i]
+        measure = v.get("accuracyDrop") if v.get("accuracyDrop") is not None else v.get("perplexityIncrease")
+        group = 0 if v.get("name") == selected else 1 if v.get("passed") else 2
+        return group, float(measure) if isinstance(measure, int | float) else math.inf, i
+    return sorted(range(len(variants)), key=rank)
+
+
+def _encode(message: dict[str, Any]) -> str | None:
     text = json.dumps(message, separators=(",", ":"))
-    if len(text.encode()) < TERMINATION_LIMIT:
+    return text if len(text.encode()) < TERMINATION_LIMIT else None
+
+
+def encode_termination(message: dict[str, Any]) -> str:
+    """The message as JSON under ``TERMINATION_LIMIT`` bytes (Kubernetes keeps no more), valid JSON
+    at every size. Shrinks in fixed steps until it fits:
+
+    1. ``reason`` cut to ``REASON_CHARS``;
+    2. every variant but the selected one cut to ``COMPACT_KEYS``;
+    3. variants left out, least worth keeping first (``_keep_order``; never the selected one, never
+       ``bundle``): the rest stay in report order, ``variantsOmitted``/``variantsTotal`` count them
+       and ``reason`` ends with ``contracts.omitted_variants_note`` (compression.json has them all);
+    4. only for names or URIs of kilobytes: no reason, then no variants at all, then a bare failure.
+    """
+    text = _encode(message)
+    if text is not None:
         return text
-    message = {**message, "reason": str(message["reason"])[:500]}
-    while True:
-        text = json.dumps(message, separators=(",", ":"))
-        if len(text.encode()) < TERMINATION_LIMIT or not message["variants"]:
-            return text[: TERMINATION_LIMIT - 1]
-        message = {**message, "variants": message["variants"][:-1]}
+    reason = str(message.get("reason") or "")
+    if len(reason) > REASON_CHARS:
+        reason = reason[: REASON_CHARS - 15] + " ...(truncated)"
+    selected = message.get("selected")
+    variants: list[dict[str, Any]] = list(message.get("variants") or [])
+    compact = [v if v.get("name") == selected else {k: v[k] for k in COMPACT_KEYS if k in v} for v in variants]
+    for trimmed in ({**message, "reason": reason}, {**message, "reason": reason, "variants": compact}):
+        text = _encode(trimmed)
+        if text is not None:
+            return text
+    order = _keep_order(compact, selected)
+    for kept in range(len(compact) - 1, -1, -1):
+        keep = sorted(order[:kept])
+        omitted = len(compact) - kept
+        note = contracts.omitted_variants_note(omitted, len(compact))
+        text = _encode({**message, "reason": f"{reason} {note}".strip(), "variants": [compact[i] for i in keep],
+                        "variantsOmitted": omitted, "variantsTotal": len(compact)})
+        if text is not None:
+            return text
+    note = contracts.omitted_variants_note(len(compact), len(compact))
+    bare = {**message, "reason": note, "variants": [], "variantsOmitted": len(compact), "variantsTotal": len(compact)}
+    return _encode(bare) or json.dumps({"selected": None, "reason": "the compression report does not fit in a "
+                                        f"termination message; {REPORT} has it", "bundle": None, "variants": []})
 
 
 def write_termination(path: Path, message: dict[str, Any]) -> bool:

@@ -75,7 +75,7 @@ def judge(
     if not report.selected and (report.variants or (fresh and not report.reason)):
         gate = (f"maxPerplexityIncrease {comp_status.get('maxPerplexityIncrease') or contracts.DEFAULT_MAX_PERPLEXITY_INCREASE}"
                 if report.generative else f"maxAccuracyDrop {max_drop}")
-        message = f"no variant within {gate}: {report.drops()}"
+        message = f"no variant within {gate}: {report.drops()} {report.omitted_note}".rstrip()
         return CompressionResult(false("Compressed", jobs.GATE_FAILED, message), None, dict(comp_status), failed=True)
     why = report.reason or fallback
     return CompressionResult(

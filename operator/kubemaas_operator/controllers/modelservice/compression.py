@@ -85,6 +85,15 @@ class Report(BaseModel):
         }
 
     @property
+    def omitted_note(self) -> str:
+        """``[3 of 40 variants left out of this message; compression.json lists all]`` when the pod's
+        termination message had to leave variants out (``contracts.omitted_variants_note``), else ''.
+        Read from ``reason``, so a report rebuilt from status.compression says it too."""
+        if not self.reason.endswith(contracts.OMITTED_VARIANTS_END):
+            return ""
+        return self.reason[self.reason.rfind("["):]
+
+    @property
     def generative(self) -> bool:
         """A text-generation report (its variants are gated on perplexity)."""
         return any(v.generative for v in self.variants)
