@@ -8,11 +8,13 @@ import contextlib
 import re
 import socket
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from tests.runtime.serving.conftest import Server, start_server
 
@@ -105,6 +107,80 @@ def test_a_head_that_arrives_in_one_read_is_counted_too(mlp_dir: Path, tmp_path:
         assert head.startswith(b"HTTP/1.1 431"), head[:200]
         assert b"exceed 8192 bytes" in head
         assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def small_heads(mlp_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The MLP served with max_header_bytes 8192."""
+    server = start_server(mlp_dir, tmp_path_factory.mktemp("heads") / "heads.log", max_header_bytes="8192")
+    yield server
+    assert server.stop() == 0
+
+
+def head_of(size: int) -> bytes:
+    """A keep-alive GET of /v2/health/live whose request line and headers are ``size`` bytes."""
+    start = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Pad: "
+    head = start + b"a" * (size - len(start) - 4) + b"\r\n\r\n"
+    assert len(head) == size
+    return head
+
+
+def responses(s: socket.socket) -> Iterator[tuple[int, dict[bytes, bytes], bytes]]:
+    """(status, headers, body) of each answer on ``s`` until the server closes it."""
+    stream = s.makefile("rb")
+    while status_line := stream.readline():
+        headers = {}
+        while (line := stream.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        yield int(status_line.split()[1]), headers, stream.read(int(headers[b"content-length"]))
+
+
+TOO_LARGE = (431, b'{"error":"the request line and headers exceed 8192 bytes"}')
+
+
+def test_every_head_of_a_keep_alive_connection_is_counted(small_heads: Server) -> None:
+    """The second head arrives whole in one read after the first answer; it was never counted."""
+    s = socket.create_connection(("127.0.0.1", small_heads.port), timeout=30)
+    answers = responses(s)
+    for size in (8192, 8192):  # at the limit: admitted, and the connection stays open
+        s.sendall(head_of(size))
+        status, headers, _ = next(answers)
+        assert (status, headers.get(b"connection")) == (200, None)
+    s.sendall(head_of(60_000))
+    status, headers, body = next(answers)
+    assert (status, body, headers[b"connection"]) == (*TOO_LARGE, b"close")
+    assert list(answers) == []  # closed
+    assert httpx.get(f"{small_heads.url}/v2/health/live").status_code == 200
+
+
+def test_a_pipelined_oversized_head_is_refused_after_the_answers_before_it(small_heads: Server) -> None:
+    """Three requests in one write, the third's head 8193 bytes: 200, 200, then 431 and close."""
+    s = socket.create_connection(("127.0.0.1", small_heads.port), timeout=30)
+    s.sendall(head_of(100) + head_of(8192) + head_of(8193) + head_of(100))
+    assert [(status, body) for status, _, body in responses(s)] == [
+        (200, b'{"live":true}'), (200, b'{"live":true}'), TOO_LARGE,
+    ]
+
+
+def test_a_refusal_waits_for_the_answer_still_owed_on_its_connection(slow_dir: Path, tmp_path: Path) -> None:
+    """An inference of seconds, then (same write) a head that never completes: its 408 at the 1 s
+    head timeout came first and the connection closed, so the inference's answer was lost."""
+    server = start_server(slow_dir, tmp_path / "owed.log", "--name", "slow", header_timeout_s="1")
+    x = np.full((1536, 1024), 0.1, np.float32)
+    header = (b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1536,1024],'
+              b'"parameters":{"binary_data_size":%d}}]}' % x.nbytes)
+    body = header + x.tobytes()
+    try:
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+        s.sendall(b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                  b"Inference-Header-Content-Length: %d\r\n\r\n%s" % (len(body), len(header), body)
+                  + b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+        answers = [(status, body[:40]) for status, _, body in responses(s)]
+        assert answers == [(200, b'{"model_name":"slow","model_version":"1"'),
+                           (408, b'{"error":"the request line and headers d')]
     finally:
         assert server.stop() == 0
 
