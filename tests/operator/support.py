@@ -211,3 +211,18 @@ def bind_claims(plane: ControlPlane, namespace: str, claims: Sequence[str], *, r
 
     poll(bound, timeout=timeout, what=f"PVCs {', '.join(claims)} Bound")
     return volumes
+
+
+def compression_message(bundle: Path, output: Path, *flags: str, exit_code: int) -> str:
+    """The termination message a compression pod would leave: runs the real ``kubemaas compress
+    --bundle BUNDLE --output OUTPUT FLAGS`` as a process, checks that it exits ``exit_code`` and
+    returns what it wrote to its ``KUBEMAAS_TERMINATION_LOG`` (a file beside ``output``)."""
+    log = output.parent / f"{output.name}-termination-log"
+    done = subprocess.run(
+        [sys.executable, "-m", "kubemaas_runtime.cli", "compress", "--bundle", str(bundle),
+         "--output", str(output), *flags],
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "KUBEMAAS_TERMINATION_LOG": str(log)},
+    )
+    assert done.returncode == exit_code, done.stderr[-2000:]
+    return log.read_text()

@@ -5,9 +5,6 @@ refusal surfaced in status, perplexity-gated reports, and the textgen TrainingJo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ from kubemaas_operator.kube.manifests import stable_hash
 from kubemaas_operator.settings import OperatorSettings
 from kubemaas_runtime import contracts
 from kubemaas_runtime.compression.students import METHODS
+from tests.operator.support import compression_message
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = OperatorSettings(model_store_uri="pvc://store", serving_image="serve:1", training_image="train:1")
@@ -113,16 +111,10 @@ def test_the_runtimes_refusal_of_a_bundle_without_a_recipe_is_the_compressed_rea
     from tests.runtime.compression import models
 
     bundle = models.tied_bundle(tmp_path / "onnx-only")
-    log = tmp_path / "termination-log"
-    done = subprocess.run(
-        [sys.executable, "-m", "kubemaas_runtime.cli", "compress", "--bundle", str(bundle.path),
-         "--output", str(tmp_path / "out"), "--mode", "auto", "--methods", "quantize,prune"],
-        capture_output=True, text=True, timeout=300, check=False,
-        env={**os.environ, "KUBEMAAS_TERMINATION_LOG": str(log)},
-    )
-    assert done.returncode == 2, done.stderr[-2000:]
+    message = compression_message(bundle.path, tmp_path / "out", "--mode", "auto", "--methods", "quantize,prune",
+                                  exit_code=2)
     base = {"job": "m-compress-1", "mode": "auto", "methods": ["quantize", "prune"], "maxAccuracyDrop": 0.01}
-    result = compress.judge_report(base, "Failed", log.read_text(), SOURCE, 0.01)
+    result = compress.judge_report(base, "Failed", message, SOURCE, 0.01)
     assert (result.condition.ok, result.condition.reason, result.failed) == (False, "CompressionFailed", True)
     assert "--methods prune: " in result.condition.message
     assert "names no built-in recipe" in result.condition.message

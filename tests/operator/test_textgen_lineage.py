@@ -10,9 +10,6 @@ the Job, Deployment, garbage-collector and PV controllers are the real ones.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,14 @@ import pytest
 import yaml
 
 from tests.cluster.harness import ControlPlane
-from tests.operator.support import OperatorProcess, bind_claims, condition, get_json, poll
+from tests.operator.support import (
+    OperatorProcess,
+    bind_claims,
+    compression_message,
+    condition,
+    get_json,
+    poll,
+)
 from tests.operator.test_modelservice_operator import (
     apply_msvc,
     compression_job,
@@ -140,14 +144,8 @@ def test_students_on_a_bundle_without_a_recipe_fail_with_the_runtimes_reason(
     from tests.runtime.compression import models
 
     bundle = models.tied_bundle(tmp_path / "onnx-only")
-    log = tmp_path / "termination-log"
-    done = subprocess.run(
-        [sys.executable, "-m", "kubemaas_runtime.cli", "compress", "--bundle", str(bundle.path),
-         "--output", str(tmp_path / "out"), "--mode", "auto", "--methods", "quantize,prune"],
-        capture_output=True, text=True, timeout=300, check=False,
-        env={**os.environ, "KUBEMAAS_TERMINATION_LOG": str(log)},
-    )
-    assert done.returncode == 2, done.stderr[-2000:]
+    message = compression_message(bundle.path, tmp_path / "out", "--mode", "auto", "--methods", "quantize,prune",
+                                  exit_code=2)
 
     apply_msvc(control_plane, namespace, "st", {
         "model": {"uri": "pvc://kubemaas-models/byo"},
@@ -156,7 +154,7 @@ def test_students_on_a_bundle_without_a_recipe_fail_with_the_runtimes_reason(
     job = compression_job(control_plane, namespace, "st")
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--methods") + 1] == "quantize,prune"
-    finish_job_pod(control_plane, namespace, job["metadata"]["name"], json.loads(log.read_text()), ok=False)
+    finish_job_pod(control_plane, namespace, job["metadata"]["name"], json.loads(message), ok=False)
 
     def failed() -> Any:
         obj = msvc(control_plane, namespace, "st")
