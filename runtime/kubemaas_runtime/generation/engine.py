@@ -25,6 +25,7 @@ import onnxruntime as ort
 
 from kubemaas_runtime.bundle import BundleError
 from kubemaas_runtime.generation.folder import DecoderShape
+from kubemaas_runtime.generation.memory import Available, KVCacheSize, KVCacheTooLarge
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -44,6 +45,9 @@ class Decoder:
     setting of the same name): the buffer takes ``2 * layers * slots * kv_heads * context *
     head_size`` floats, which for a real model's full context would not fit in memory.
 
+    ``available``: the memory the buffer may take (``memory.available_memory``); a larger buffer
+    raises ``KVCacheTooLarge`` before anything is allocated. None: not checked.
+
     Not thread-safe: one thread (the scheduler's) drives it.
     """
 
@@ -57,6 +61,7 @@ class Decoder:
         providers: Sequence[str] = ("CPUExecutionProvider",),
         intra_op_threads: int = 1,
         inter_op_threads: int = 1,
+        available: Available | None = None,
     ) -> None:
         self.shape = shape
         self.slots = slots
@@ -77,6 +82,10 @@ class Decoder:
         self.dtype = dtype
         self.position_ids = shape.position_ids if shape.position_ids in inputs else None
         self.capacity = min(shape.context_length, max_model_len or shape.context_length)
+        self.kv_size = KVCacheSize(slots, self.capacity, shape.layers, shape.kv_heads, shape.head_size,
+                                   np.dtype(dtype).itemsize)
+        if available is not None and self.kv_size.bytes > available.bytes:
+            raise KVCacheTooLarge(self.kv_size, available)
         kv_shape = (slots, shape.kv_heads, self.capacity, shape.head_size)
         self.keys = [np.zeros(kv_shape, dtype) for _ in range(shape.layers)]
         self.values = [np.zeros(kv_shape, dtype) for _ in range(shape.layers)]

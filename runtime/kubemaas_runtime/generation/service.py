@@ -20,6 +20,7 @@ import onnxruntime as ort
 from kubemaas_runtime.bundle import Bundle, BundleError, load_bundle
 from kubemaas_runtime.generation.engine import Decoder
 from kubemaas_runtime.generation.folder import read_genai_config
+from kubemaas_runtime.generation.memory import KVCacheTooLarge, available_memory
 from kubemaas_runtime.generation.metrics import GenerationMetrics
 from kubemaas_runtime.generation.providers import choose_providers
 from kubemaas_runtime.generation.sampling import SamplingParams
@@ -59,15 +60,19 @@ class GenerationService:
             settings.provider, ort.get_available_providers(), os.environ, Path("/dev/nvidiactl").exists()
         )
         self.tokenizer = TextTokenizer(bundle.path)
-        self.decoder = Decoder(
-            bundle.path,
-            shape,
-            slots=settings.max_batch_size,
-            max_model_len=settings.max_model_len,
-            providers=self.providers,
-            intra_op_threads=settings.intra_op_threads,
-            inter_op_threads=settings.inter_op_threads,
-        )
+        try:
+            self.decoder = Decoder(
+                bundle.path,
+                shape,
+                slots=settings.max_batch_size,
+                max_model_len=settings.max_model_len,
+                providers=self.providers,
+                intra_op_threads=settings.intra_op_threads,
+                inter_op_threads=settings.inter_op_threads,
+                available=available_memory(),
+            )
+        except KVCacheTooLarge as exc:
+            raise ValueError(kv_cache_refusal(exc)) from exc
         self.eos = frozenset(self.spec.eos_token_ids)
         self.metrics = GenerationMetrics(name)
         self.scheduler = Scheduler(self.decoder, self.tokenizer, self.metrics, max_waiting=settings.max_waiting)
@@ -173,8 +178,21 @@ def _run_sinks(batch: list[tuple[Sink, Delta]]) -> None:
         sink(delta)
 
 
+def kv_cache_refusal(exc: KVCacheTooLarge) -> str:
+    """The startup error for a KV cache that does not fit: the setting, its value, bytes needed and
+    available, and the largest value that fits (0 when not even one slot does)."""
+    size, available = exc.size, exc.available
+    fits = available.bytes // size.slot_bytes
+    return (f"KUBEMAAS_MAX_BATCH_SIZE (max_batch_size) {size.slots}: the KV cache needs {size.bytes} bytes "
+            f"({size.bytes / 2**30:.1f} GiB: {size.formula()}) but {available.bytes} bytes "
+            f"({available.bytes / 2**30:.1f} GiB) are available ({available.source}); at most {fits} slots fit "
+            f"at {size.positions} positions: lower KUBEMAAS_MAX_BATCH_SIZE, or KUBEMAAS_MAX_MODEL_LEN (max_model_len) "
+            f"to shorten every slot, or give the container more memory")
+
+
 def load_service(settings: GenerationSettings) -> GenerationService:
-    """Load and verify the bundle at ``settings.model_dir``; BundleError when it is not text generation."""
+    """Load and verify the bundle at ``settings.model_dir``; BundleError when it is not text generation,
+    ValueError naming ``KUBEMAAS_MAX_BATCH_SIZE`` when its KV cache does not fit in the available memory."""
     bundle = load_bundle(settings.model_dir)
     if bundle.manifest.task != "text-generation":
         raise BundleError(f"{settings.model_dir}: task {bundle.manifest.task}, not text-generation")

@@ -10,7 +10,10 @@ from kubemaas_runtime.serving.settings import ServingSettings
 
 
 class GenerationSettings(ServingSettings):
-    """``KUBEMAAS_*`` environment; ``max_batch_size`` is the most sequences decoded together (KV slots)."""
+    """``KUBEMAAS_*`` environment; ``max_batch_size`` is the most sequences decoded together (KV slots).
+
+    At startup the KV cache those slots take (``generation.memory``) is checked against the memory the
+    container has; a cache that does not fit stops the server with a message naming ``max_batch_size``."""
 
     max_waiting: int = Field(default=64, ge=0)
     """Sequences waiting for a slot before new requests get 503 with Retry-After."""
