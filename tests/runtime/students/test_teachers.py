@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,22 @@ def test_students_cli_refuses_an_onnx_only_bundle_with_exit_2(tmp_path: Path) ->
     assert done.returncode == 2, done.stderr
     assert "cannot prune or distil this model" in done.stderr
     assert not (tmp_path / "student").exists()
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_students_cli_refuses_an_output_that_overlaps_the_teacher(
+        tmp_path: Path, digits_teacher: Bundle, where: str) -> None:
+    """Like ``kubemaas compress``: the student would be written over (or into) its teacher bundle."""
+    teacher = Path(shutil.copytree(digits_teacher.path, tmp_path / "teacher"))
+    before = {p.name: p.read_bytes() for p in teacher.iterdir() if p.is_file()}
+    output = f"file://{teacher}" if where == "same" else str(teacher / "student")
+    done = subprocess.run(
+        [sys.executable, "-m", "kubemaas_runtime.cli", "students", "--bundle", str(teacher), "--output", output,
+         "--method", "prune"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    relation = "the same location as" if where == "same" else "inside"
+    assert f"kubemaas students: --output {output!r} is {relation} --bundle {str(teacher)!r}" in done.stderr
+    assert {p.name: p.read_bytes() for p in teacher.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in teacher.iterdir()) == sorted(before)

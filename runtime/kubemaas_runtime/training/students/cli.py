@@ -90,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
         return _fail(settings, f"invalid options: {problems}", 2)
     except TrainingError as exc:
         return _fail(settings, str(exc), 2)
+    from kubemaas_runtime.storage.uris import nesting
+
+    relation = nesting(args.output, args.bundle)
+    if relation is not None:  # writing the student would rewrite the teacher bundle
+        return _fail(settings, f"--output {args.output!r} is {relation} --bundle {args.bundle!r}; write the "
+                               "student bundle to a location outside the teacher's", 2)
     with tempfile.TemporaryDirectory(prefix="kubemaas-students-") as scratch:
         try:
             teacher = Path(args.bundle)
