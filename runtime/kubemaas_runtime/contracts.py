@@ -66,15 +66,16 @@ TERMINATION_LOG: Final = "/dev/termination-log"
 """Where compression and training pods write their result (contract 3)."""
 TERMINATION_LIMIT: Final = 4096
 """Bytes Kubernetes keeps of a termination message (the kubelet truncates the file there)."""
-OMITTED_VARIANTS_END: Final = " variants left out of this message; compression.json lists all]"
+OMITTED_VARIANTS_END: Final = " variants left out of this message; the compression log and compression.json list all]"
 """How a compression report's ``reason`` ends when its termination message could not hold every
 variant (``omitted_variants_note``); the operator finds the note by this ending."""
 
 
 def omitted_variants_note(omitted: int, total: int) -> str:
-    """``[3 of 40 variants left out of this message; compression.json lists all]``: appended to the
-    ``reason`` of a compression termination message that left variants out to stay under
-    ``TERMINATION_LIMIT``; it travels into ``status.compression.reason`` with the reason."""
+    """``[3 of 40 variants left out of this message; the compression log and compression.json list
+    all]``: appended to the ``reason`` of a compression termination message that left variants out
+    to stay under ``TERMINATION_LIMIT``; it travels into ``status.compression.reason`` with the
+    reason. (compression.json is uploaded with a selected bundle; the log's table always has all.)"""
     return f"[{omitted} of {total}{OMITTED_VARIANTS_END}"
 
 

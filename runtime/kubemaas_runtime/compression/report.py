@@ -122,7 +122,7 @@ def encode_termination(message: dict[str, Any]) -> str:
     2. every variant but the selected one cut to ``COMPACT_KEYS``;
     3. variants left out, least worth keeping first (``_keep_order``; never the selected one, never
        ``bundle``): the rest stay in report order, ``variantsOmitted``/``variantsTotal`` count them
-       and ``reason`` ends with ``contracts.omitted_variants_note`` (compression.json has them all);
+       and ``reason`` ends with ``contracts.omitted_variants_note`` (the log's table and compression.json have them all);
     4. only for names or URIs of kilobytes: no reason, then no variants at all, then a bare failure.
     """
     text = _encode(message)

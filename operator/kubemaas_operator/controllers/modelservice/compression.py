@@ -86,8 +86,8 @@ class Report(BaseModel):
 
     @property
     def omitted_note(self) -> str:
-        """``[3 of 40 variants left out of this message; compression.json lists all]`` when the pod's
-        termination message had to leave variants out (``contracts.omitted_variants_note``), else ''.
+        """``[3 of 40 variants left out of this message; ...]`` when the pod's termination message
+        had to leave variants out (``contracts.omitted_variants_note``), else ''.
         Read from ``reason``, so a report rebuilt from status.compression says it too."""
         if not self.reason.endswith(contracts.OMITTED_VARIANTS_END):
             return ""
