@@ -63,7 +63,7 @@ def test_negative_gate_is_refused(tied: Bundle, tmp_path: Path, capsys: pytest.C
 
 def test_output_over_the_input_is_refused(tied: Bundle, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compress", "--bundle", str(tied.path), "--output", str(tied.path)]) == 2
-    assert "is the input bundle" in capsys.readouterr().err
+    assert f"is the same location as --bundle {str(tied.path)!r}" in capsys.readouterr().err
 
 
 def test_uris_go_through_storage(tied: Bundle, tmp_path: Path, termination_log: Path) -> None:
