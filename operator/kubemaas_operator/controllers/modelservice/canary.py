@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,44 +64,68 @@ def revision(bundle: ServingBundle) -> machine.Revision:
     return machine.Revision(bundle.sha256, bundle.uri, bundle.variant)
 
 
-def _ready(deploy: Mapping[str, Any] | None) -> bool:
-    """Every pod of the Deployment's current template is Ready (and there is at least one)."""
+def rolled_out(deploy: Mapping[str, Any] | None) -> bool:
+    """Every pod of the Deployment runs its current template and is Ready (and there is at least one).
+
+    ``kubectl rollout status``'s test: the controller has seen the latest spec, ``spec.replicas``
+    pods are updated and ready, and no pod of an older template is left (``status.replicas`` <=
+    ``updatedReplicas``). Without the last clause a canary Deployment rolling from one revision
+    to the next (maxUnavailable 0) counted the old revision's still-Ready surge pod as the new
+    revision's, so a superseding canary's hold began before any of its own pods was Ready.
+    """
     if not deploy:
         return False
     spec, st, meta = deploy.get("spec") or {}, deploy.get("status") or {}, deploy.get("metadata") or {}
     want = int(spec.get("replicas", 1))
+    updated = int(st.get("updatedReplicas") or 0)
     return (want > 0 and int(st.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
-            and int(st.get("updatedReplicas") or 0) >= want and int(st.get("readyReplicas") or 0) >= want)
+            and updated >= want and int(st.get("readyReplicas") or 0) >= want
+            and int(st.get("replicas") or 0) <= updated)
 
 
 def _rolled_to(deploy: Mapping[str, Any] | None, rev: machine.Revision | None) -> bool:
     """The stable Deployment serves ``rev`` on all its pods (no old ones left)."""
     bundle = children.serving_bundle_of(deploy)
-    if rev is None or bundle is None or not revision(bundle).same(rev) or not _ready(deploy):
+    if rev is None or bundle is None or not revision(bundle).same(rev) or not rolled_out(deploy):
         return False
     st = (deploy or {}).get("status") or {}
     return int(st.get("replicas") or 0) == int(((deploy or {}).get("spec") or {}).get("replicas", 1))
 
 
-def _pod_urls(pods: list[dict[str, Any]], port: int, *, canary: bool) -> dict[str, str]:
-    out = {}
+def scrape_targets(pods: Iterable[Mapping[str, Any]], port: int, canary_hash: str | None
+                   ) -> tuple[dict[str, str], dict[str, str]]:
+    """The ``/metrics`` URLs (pod name -> ``http://IP:PORT/metrics``) of the Ready stable and canary pods.
+
+    Canary pods count only when they run the canary Deployment's current template (its
+    ``kubemaas.io/spec-hash``, ``canary_hash``; None accepts any): when a third revision
+    supersedes a canary, the canary Deployment rolls (maxUnavailable 0) and the previous
+    revision's pods keep serving until the new ones are Ready. Counted, their whole lifetime's
+    requests (a new canary's pods count from their start) were judged as the new revision's.
+    Pods being deleted and pods that are not Ready are left out.
+    """
+    stable: dict[str, str] = {}
+    canary: dict[str, str] = {}
     for pod in pods:
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        if (labels.get(LABEL_TRACK) == "canary") != canary:
+        meta = pod.get("metadata") or {}
+        is_canary = ((meta.get("labels") or {}).get(LABEL_TRACK)) == "canary"
+        if is_canary and canary_hash is not None and (
+                (meta.get("annotations") or {}).get(ANNOTATION_SPEC_HASH) != canary_hash):
             continue
         st = pod.get("status") or {}
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or [])
-        if ready and st.get("podIP") and not (pod.get("metadata") or {}).get("deletionTimestamp"):
-            out[pod["metadata"]["name"]] = f"http://{st['podIP']}:{port}/metrics"
-    return out
+        if ready and st.get("podIP") and not meta.get("deletionTimestamp"):
+            (canary if is_canary else stable)[meta["name"]] = f"http://{st['podIP']}:{port}/metrics"
+    return stable, canary
 
 
-def _variants(ctx: Context, namespace: str, name: str) -> Variants:
+def _variants(ctx: Context, namespace: str, name: str, canary_deploy: Mapping[str, Any] | None) -> Variants:
     pods = ctx.cache.select("Pod", namespace, children.match_labels(name))
     port = ctx.settings.runtime_port
     stable_deploy = children.predictor_name(name)
+    canary_hash = (((canary_deploy or {}).get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
+    stable, canary = scrape_targets(pods, port, canary_hash)
     return Variants(
-        stable=_pod_urls(pods, port, canary=False), canary=_pod_urls(pods, port, canary=True),
+        stable=stable, canary=canary,
         stable_selector=f'namespace="{namespace}",pod=~"{stable_deploy}-[a-z0-9]+-[a-z0-9]+"',
         canary_selector=f'namespace="{namespace}",pod=~"{canary_name(stable_deploy)}-.+"',
     )
@@ -183,11 +207,11 @@ async def step_rollout(
     now = time.time()
     verdict = None
     if st.canary is not None and st.phase in ("Progressing", "Paused") and st.canary.same(revision(serving)):
-        verdict = await ctx.analyses.measure(key, st.canary.identity, _variants(ctx, namespace, name),
+        verdict = await ctx.analyses.measure(key, st.canary.identity, _variants(ctx, namespace, name, canary_deploy),
                                              rspec.analysis, time.monotonic())
     obs = machine.Observation(
         now=now, desired=revision(serving), spec_revision=machine.spec_revision(raw_spec),
-        canary_ready=_ready(canary_deploy), stable_current=_rolled_to(stable_deploy, st.stable),
+        canary_ready=rolled_out(canary_deploy), stable_current=_rolled_to(stable_deploy, st.stable),
         verdict=verdict, command=command,
         canary_failure=_failure(ctx, namespace, name, canary_deploy) if st.canary is not None else "",
     )

@@ -1,0 +1,52 @@
+"""Which canary pods count: a third revision superseding a canary must not inherit the previous
+canary's pods (their readiness or their traffic) while the canary Deployment rolls between them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubemaas_operator.controllers.modelservice.canary import rolled_out, scrape_targets
+
+V2_HASH, V3_HASH = "hash-v2", "hash-v3"
+
+
+def canary_deployment(status: dict[str, int], replicas: int = 1, generation: int = 2) -> dict[str, Any]:
+    return {"metadata": {"name": "m-canary", "generation": generation,
+                         "annotations": {"kubemaas.io/spec-hash": V3_HASH}},
+            "spec": {"replicas": replicas},
+            "status": {"observedGeneration": generation, **status}}
+
+
+def pod(name: str, *, track: str | None, spec_hash: str, ready: bool = True, ip: str = "10.0.0.1") -> dict[str, Any]:
+    labels = {"kubemaas.io/modelservice": "m"} | ({"kubemaas.io/track": track} if track else {})
+    return {"metadata": {"name": name, "labels": labels, "annotations": {"kubemaas.io/spec-hash": spec_hash}},
+            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def test_a_canary_rolling_to_the_next_revision_is_not_ready_while_old_pods_remain() -> None:
+    # maxUnavailable 0, one replica: the v3 pod is created beside the still-Ready v2 pod.
+    # updatedReplicas 1 (v3, not Ready), readyReplicas 1 (the v2 pod), replicas 2 (both).
+    assert not rolled_out(canary_deployment({"replicas": 2, "updatedReplicas": 1, "readyReplicas": 1}))
+    # the v3 pod Ready, the v2 pod not yet gone
+    assert not rolled_out(canary_deployment({"replicas": 2, "updatedReplicas": 1, "readyReplicas": 2}))
+    # the v2 pod gone: ready
+    assert rolled_out(canary_deployment({"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1}))
+
+
+def test_a_deployment_not_yet_observed_or_scaled_to_zero_is_not_ready() -> None:
+    st = {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1}
+    assert not rolled_out(canary_deployment({**st, "observedGeneration": 1}))
+    assert not rolled_out(canary_deployment({"replicas": 0}, replicas=0))
+    assert not rolled_out(None)
+
+
+def test_only_canary_pods_of_the_current_template_are_scraped() -> None:
+    pods = [
+        pod("m-abc-1", track=None, spec_hash="hash-v1", ip="10.0.0.1"),
+        pod("m-canary-old-1", track="canary", spec_hash=V2_HASH, ip="10.0.0.2"),   # previous canary revision
+        pod("m-canary-new-1", track="canary", spec_hash=V3_HASH, ip="10.0.0.3"),
+        pod("m-canary-new-2", track="canary", spec_hash=V3_HASH, ready=False, ip="10.0.0.4"),
+    ]
+    stable, canary = scrape_targets(pods, 8080, V3_HASH)
+    assert stable == {"m-abc-1": "http://10.0.0.1:8080/metrics"}
+    assert canary == {"m-canary-new-1": "http://10.0.0.3:8080/metrics"}
