@@ -316,6 +316,13 @@ def step(state: RolloutState, spec: RolloutSpec, obs: Observation) -> Plan:
         # No Event: the roll-out step records one for every new revision of the Deployment.
         return Plan(RolloutState(stable=desired, history=(*state.history, entry)[-HISTORY_LIMIT:]), 0)
 
+    # A rejection holds only while the spec (apart from replicas) is the one the revision failed
+    # under: any edit since ends it, as an Argo Rollouts abort lasts until the desired state next
+    # changes. Otherwise v2 rolled back, then v1 or v3 applied, then v2 applied again -- the very
+    # spec text v2 failed under, but two edits later -- was never tried again.
+    if state.rejected is not None and state.rejected.spec_revision != obs.spec_revision:
+        state = replace(state, rejected=None)
+
     if state.phase == "Promoting" and state.canary is not None:
         # The stable Deployment rolls to the promoted revision (maxUnavailable 0) while the
         # canary pods keep serving; they go only once every stable pod serves it.

@@ -202,3 +202,34 @@ def test_canary_that_cannot_start_is_rolled_back() -> None:
     p = step(p.state, CANARY, Observation(30, V2, "spec-1", canary_failure="CrashLoopBackOff: pod m-canary-x"))
     assert (p.state.phase, p.weight) == ("RolledBack", 0)
     assert p.state.reason == "canary cannot become ready: CrashLoopBackOff: pod m-canary-x"
+
+
+def test_a_rolled_back_revision_asked_for_again_after_the_spec_moved_away_is_retried() -> None:
+    # v2 fails under spec "uri v2"; the user goes back to v1 ("uri v1"), then applies v2 again.
+    # The spec text is the one v2 failed under, but it changed twice since: as in Argo Rollouts
+    # (an abort lasts until the next change of the desired state), v2 is tried again.
+    p = tick(STABLE_V1, 0, gen="spec-v2")
+    p = tick(p.state, 10, gen="spec-v2", verdict=FAIL)
+    assert p.state.phase == "RolledBack"
+    p = tick(p.state, 20, desired=V1, gen="spec-v1")
+    p = tick(p.state, 30, desired=V2, gen="spec-v2")
+    assert (p.state.phase, p.state.canary, p.weight) == ("Progressing", V2, 20)
+
+
+def test_a_rolled_back_revision_is_retried_after_another_one_was_promoted() -> None:
+    p = tick(STABLE_V1, 0, gen="spec-v2")
+    p = tick(p.state, 10, gen="spec-v2", verdict=FAIL)
+    p = tick(p.state, 20, desired=V3, gen="spec-v3", command="promote-full")
+    p = tick(p.state, 21, desired=V3, gen="spec-v3", command="promote-full")
+    p = tick(p.state, 30, desired=V3, gen="spec-v3", current=True)
+    assert (p.state.phase, p.state.stable) == ("Stable", V3)
+    p = tick(p.state, 40, desired=V2, gen="spec-v2")
+    assert (p.state.phase, p.state.canary, p.state.reason) == ("Progressing", V2, "canary at step 1/2 (20%)")
+
+
+def test_only_replicas_changing_after_a_rollback_does_not_retry() -> None:
+    spec = {"model": {"uri": "s3://m/v2"}, "replicas": 3, "rollout": {"strategy": "Canary"}}
+    p = tick(STABLE_V1, 0, gen=spec_revision(spec))
+    p = tick(p.state, 10, gen=spec_revision(spec), verdict=FAIL)
+    p = tick(p.state, 20, gen=spec_revision({**spec, "replicas": 9}))  # the HPA scaled
+    assert (p.state.phase, p.state.canary, p.weight) == ("RolledBack", None, 0)
