@@ -66,11 +66,12 @@ class Histogram:
         """The ``q`` quantile (0 < q < 1) in the bucket unit, None without observations.
 
         Linear interpolation inside the bucket that holds rank ``q * count``, lower edge 0 for
-        the first bucket; a rank in the ``+Inf`` bucket answers the highest finite bound
-        (Prometheus ``histogram_quantile`` semantics).
+        the first bucket; a rank in the ``+Inf`` bucket answers the highest finite bound, and a
+        histogram with no finite bucket has no estimate (None) (Prometheus ``histogram_quantile``
+        semantics: NaN for fewer than two buckets).
         """
         total = self.count
-        if total <= 0:
+        if total <= 0 or not any(math.isfinite(le) for le, _ in self.buckets):
             return None
         rank = q * total
         lower, below = 0.0, 0.0

@@ -93,3 +93,13 @@ def test_total_adds_pods_even_with_different_buckets() -> None:
     assert (t.requests, t.server_errors, t.client_errors) == (15, 1, 1)
     # at 0.05 only b's bucket is known (a's first bound is 0.1): a lower bound of 0 + 2
     assert t.latency.buckets == ((0.05, 2.0), (0.1, 14.0), (INF, 15.0))
+
+
+def test_quantile_of_an_inf_only_histogram_is_none() -> None:
+    # Only the +Inf bucket: no bound to interpolate to (Prometheus' histogram_quantile answers NaN
+    # for fewer than two buckets). It answered 0 s, so a stable side exporting no finite buckets
+    # made any canary "infinitely" slower.
+    assert Histogram(((INF, 40.0),)).quantile(0.95) is None
+    assert Histogram(((INF, 40.0),)).quantile(0.5) is None
+    # a rank in the +Inf bucket of a real histogram still answers the highest finite bound
+    assert Histogram(((0.1, 10.0), (INF, 40.0))).quantile(0.95) == 0.1
