@@ -7,7 +7,9 @@ the same interval, so a busy hour slows both and rolls back neither. Per interva
 * fewer than ``minRequests`` canary requests: inconclusive (never promote without evidence);
 * canary 5xx rate above ``maxErrorRate`` and above stable's: roll back;
 * canary 4xx rate above stable's by more than ``maxErrorRate`` (a model that rejects inputs the
-  stable one accepts, e.g. a renamed input tensor): roll back;
+  stable one accepts, e.g. a renamed input tensor): roll back; with no stable requests in the
+  interval a canary 4xx rate above ``maxErrorRate`` is inconclusive (the clients or the canary may
+  be at fault, and an interval that cannot tell must not count towards promotion);
 * canary p95 above ``maxLatencyRatio`` x stable p95 and worse by more than ``latencyTolerance``:
   roll back. Text-generation pods (they export time-to-first-token histograms) are compared on
   TTFT and time per output token instead of whole-request latency, which depends on how many
@@ -66,7 +68,8 @@ def judge(canary: Snapshot, stable: Snapshot, analysis: Analysis) -> Verdict:
     Returns a Verdict whose ``reason`` states the deciding numbers, e.g. ``canary error rate
     0.31 > 0.01 over 412 requests (stable 0.00 over 1650)``, and whose ``numbers`` hold every
     rate, p95 (seconds) and ratio computed. Comparisons with stable that stable has no traffic
-    for are skipped (the canary's own error rate is still checked).
+    for are skipped (the canary's own 5xx rate is still checked, and a canary 4xx rate above
+    ``maxErrorRate`` makes the interval inconclusive).
     """
     numbers: dict[str, float] = {"canary_requests": canary.requests, "stable_requests": stable.requests}
     if canary.requests < analysis.min_requests:
@@ -80,8 +83,14 @@ def judge(canary: Snapshot, stable: Snapshot, analysis: Analysis) -> Verdict:
                        f"{canary.requests:.0f} requests (stable {s_err:.2f} over {stable.requests:.0f})", numbers,
                        "errors")
 
+    c_4xx = _rate(canary.client_errors, canary.requests)
+    if stable.requests <= 0 and c_4xx > analysis.max_error_rate:
+        numbers["canary_client_error_rate"] = c_4xx
+        return Verdict("inconclusive", f"canary 4xx rate {c_4xx:.2f} over {canary.requests:.0f} requests > "
+                       f"maxErrorRate {analysis.max_error_rate:g} and stable answered no requests to compare it with",
+                       numbers)
     if stable.requests > 0:
-        c_4xx, s_4xx = _rate(canary.client_errors, canary.requests), _rate(stable.client_errors, stable.requests)
+        s_4xx = _rate(stable.client_errors, stable.requests)
         numbers |= {"canary_client_error_rate": c_4xx, "stable_client_error_rate": s_4xx}
         if c_4xx - s_4xx > analysis.max_error_rate:
             return Verdict("rollback", f"canary rejects requests stable accepts: 4xx rate {c_4xx:.2f} vs "

@@ -98,3 +98,21 @@ def test_no_stable_traffic_still_checks_canary_errors() -> None:
     v = judge(Snapshot(50, 50, 0, fast(50)), Snapshot(), ANALYSIS)
     assert v.decision == "rollback"
     assert judge(Snapshot(50, 0, 0, slow(50)), Snapshot(), ANALYSIS).decision == "continue"
+
+
+def test_a_side_without_finite_latency_buckets_is_not_compared() -> None:
+    inf_only = Histogram(((INF, 400.0),))
+    v = judge(Snapshot(100, 0, 0, fast(100)), Snapshot(400, 0, 0, inf_only), ANALYSIS)
+    assert v.decision == "continue"
+    assert "latency_ratio" not in v.numbers
+
+
+def test_no_stable_traffic_makes_a_canary_4xx_rate_inconclusive() -> None:
+    # Nothing to tell a canary that rejects inputs from clients that send bad ones: never promote
+    # on it (it passed before), never roll back on it either.
+    v = judge(Snapshot(50, 0, 50, fast(50)), Snapshot(), ANALYSIS)
+    assert v.decision == "inconclusive"
+    assert v.reason == ("canary 4xx rate 1.00 over 50 requests > maxErrorRate 0.01 and stable answered "
+                        "no requests to compare it with")
+    # within maxErrorRate the interval still passes on the canary alone
+    assert judge(Snapshot(200, 0, 2, fast(200)), Snapshot(), ANALYSIS).decision == "continue"
