@@ -38,8 +38,12 @@ def apply(plane: ControlPlane, namespace: str, name: str, rollout: str) -> tuple
         ("{strategy: BlueGreen}", "spec.rollout.strategy", 'Unsupported value: "BlueGreen"'),
         ("{analysis: {maxErrorRate: 2}}", "spec.rollout.analysis.maxErrorRate", "less than or equal to 1"),
         ("{analysis: {prometheusUrl: 'ftp://p'}}", "spec.rollout.analysis.prometheusUrl", "should match"),
+        ("{analysis: {interval: 0s}}", "spec.rollout.analysis.interval", "must be longer than 0"),
+        ("{analysis: {interval: 0.0ms}}", "spec.rollout.analysis.interval", "must be longer than 0"),
+        ("{analysis: {inconclusiveLimit: 0m0s}}", "spec.rollout.analysis.inconclusiveLimit", "must be longer than 0"),
     ],
-    ids=["weight-0", "weight-100", "decreasing", "repeated", "bad-hold", "bad-strategy", "error-rate", "prom-url"],
+    ids=["weight-0", "weight-100", "decreasing", "repeated", "bad-hold", "bad-strategy", "error-rate", "prom-url",
+         "interval-0", "interval-0ms", "inconclusive-limit-0"],
 )
 def test_nonsense_rollouts_are_rejected_naming_the_field(
     api_server: ControlPlane, namespace: str, rollout: str, field: str, says: str
@@ -48,6 +52,13 @@ def test_nonsense_rollouts_are_rejected_naming_the_field(
     assert code != 0, out
     assert field in out, out
     assert says in out, out
+
+
+def test_odd_but_valid_durations_are_accepted(api_server: ControlPlane, namespace: str) -> None:
+    rollout = ("{strategy: Canary, steps: [{weight: 99, hold: 0s}], "
+               "analysis: {interval: 1m30s, latencyTolerance: 0s, inconclusiveLimit: 2h}}")
+    code, out = apply(api_server, namespace, "durations", rollout)
+    assert code == 0, out
 
 
 def test_canary_defaults_are_filled_in(api_server: ControlPlane, namespace: str) -> None:
