@@ -300,13 +300,30 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds / 60:.0f}m" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g}s"
 
 
+def _judged(state: RolloutState, spec: RolloutSpec, obs: Observation) -> bool:
+    """A canary of the desired revision is being judged (Progressing or Paused): what commands act on."""
+    return (state.stable is not None and state.canary is not None and state.phase in ("Progressing", "Paused")
+            and spec.strategy == "Canary" and obs.desired.same(state.canary) and not obs.desired.same(state.stable))
+
+
 def step(state: RolloutState, spec: RolloutSpec, obs: Observation) -> Plan:
     """One reconciliation of the rollout: the next state, the canary weight, and the events.
 
     Pure: the caller reads pods and metrics into ``obs``, applies ``Plan.weight`` to the
     stable/canary Deployments (``split.split_replicas``), writes ``Plan.state`` to status and
-    emits ``Plan.events``.
+    emits ``Plan.events``. A command (``obs.command``) with no canary being judged to act on
+    (Stable, Promoting, RolledBack) changes nothing and adds a ``RolloutCommandIgnored`` Warning,
+    so an ``abort`` that comes too late is not silently dropped with its annotation.
     """
+    plan = _step(state, spec, obs)
+    if obs.command is None or _judged(state, spec, obs):
+        return plan
+    warning = Event("Warning", "RolloutCommandIgnored", f"annotation {ANNOTATION}={obs.command} ignored: no canary "
+                    f"is being judged (rollout phase {state.phase})")
+    return replace(plan, events=(*plan.events, warning))
+
+
+def _step(state: RolloutState, spec: RolloutSpec, obs: Observation) -> Plan:
     desired = obs.desired
     steps = spec.canary_steps
 
@@ -350,9 +367,19 @@ def step(state: RolloutState, spec: RolloutSpec, obs: Observation) -> Plan:
         return Plan(replace(state, phase="RolledBack", canary=None), 0)
 
     if spec.strategy == "RollingUpdate":
-        entry = HistoryEntry(desired.sha256, desired.variant, obs.now, obs.now, "Promoted", "RollingUpdate strategy",
-                             desired.uri)
-        new = RolloutState(stable=desired, rejected=state.rejected, history=(*state.history, entry)[-HISTORY_LIMIT:])
+        # A canary in flight when spec.rollout switches to RollingUpdate (or goes away) ends: its
+        # revision, when it is the desired one, is promoted by replacing every pod (its history
+        # entry keeps when the canary started); another revision's canary is superseded.
+        if state.canary is not None and desired.same(state.canary):
+            history = _finish(state, obs.now, "Promoted", "RollingUpdate strategy: the canary's revision replaced every pod")
+        else:
+            history = state.history
+            if state.canary is not None:
+                history = _finish(state, obs.now, "Superseded", f"spec moved on to {_short(desired)}")
+            entry = HistoryEntry(desired.sha256, desired.variant, obs.now, obs.now, "Promoted",
+                                 "RollingUpdate strategy", desired.uri)
+            history = (*history, entry)[-HISTORY_LIMIT:]
+        new = RolloutState(stable=desired, rejected=state.rejected, history=history)
         return Plan(new, 0)  # the roll-out step's RollingOut Event says it
 
     if state.canary is None or not desired.same(state.canary):

@@ -233,3 +233,39 @@ def test_only_replicas_changing_after_a_rollback_does_not_retry() -> None:
     p = tick(p.state, 10, gen=spec_revision(spec), verdict=FAIL)
     p = tick(p.state, 20, gen=spec_revision({**spec, "replicas": 9}))  # the HPA scaled
     assert (p.state.phase, p.state.canary, p.weight) == ("RolledBack", None, 0)
+
+
+def test_switching_to_rolling_update_mid_canary_records_the_canary_it_ends() -> None:
+    p = tick(STABLE_V1, 100)
+    p = tick(p.state, 110, verdict=PASS)
+    p = tick(p.state, 120, spec=parse_rollout({"strategy": "RollingUpdate"}))  # spec.rollout edited
+    assert (p.state.phase, p.state.stable, p.state.canary, p.weight) == ("Stable", V2, None, 0)
+    entry = p.state.history[-1]
+    assert (entry.sha256, entry.outcome, entry.started, entry.finished) == (V2.sha256, "Promoted", 100, 120)
+    assert entry.why == "RollingUpdate strategy: the canary's revision replaced every pod"
+    # a canary of another revision than the one now rolled out is superseded, then the new one recorded
+    q = tick(tick(STABLE_V1, 100).state, 120, desired=V3, spec=parse_rollout(None))
+    assert [(h.sha256, h.outcome, h.started) for h in q.state.history[-2:]] == [
+        (V2.sha256, "Superseded", 100), (V3.sha256, "Promoted", 120)]
+
+
+@pytest.mark.parametrize("phase", ["Stable", "Promoting", "RolledBack"])
+def test_a_command_with_no_canary_to_act_on_is_ignored_with_a_warning(phase: str) -> None:
+    p = tick(STABLE_V1, 0)
+    if phase == "Promoting":
+        p = tick(p.state, 1, command="promote-full")
+    elif phase == "RolledBack":
+        p = tick(p.state, 1, command="abort")
+    else:
+        p = tick(p.state, 1, desired=V1)
+    assert p.state.phase == phase
+    after = tick(p.state, 2, desired=V1 if phase == "Stable" else V2, command="abort")
+    assert after.state.phase == phase  # nothing changed ...
+    assert [(e.type, e.reason, e.message) for e in after.events] == [(  # ... and the user is told so
+        "Warning", "RolloutCommandIgnored",
+        f"annotation kubemaas.io/rollout=abort ignored: no canary is being judged (rollout phase {phase})")]
+
+
+def test_commands_acting_on_a_canary_raise_no_warning() -> None:
+    p = tick(STABLE_V1, 0)
+    assert [e.reason for e in tick(p.state, 1, command="promote").events] == ["CanaryStep"]
