@@ -103,6 +103,14 @@ class Analysis(_Spec):
                  "inconclusive_limit_s": "inconclusiveLimit"}
         return _seconds(value, names.get(info.field_name, info.field_name))
 
+    @model_validator(mode="after")
+    def _limit_covers_an_interval(self) -> Analysis:
+        # Shorter, every step would pause (CanaryPaused) before its first interval could end.
+        if self.inconclusive_limit_s < self.interval_s:
+            raise ValueError(f"inconclusiveLimit ({self.inconclusive_limit_s:g}s) must be at least the interval "
+                             f"({self.interval_s:g}s): every step would pause before its first interval ends")
+        return self
+
 
 class TrafficRouting(_Spec):
     """``spec.rollout.trafficRouting``: exact canary weights through a Gateway API HTTPRoute in the

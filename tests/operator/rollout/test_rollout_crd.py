@@ -41,9 +41,10 @@ def apply(plane: ControlPlane, namespace: str, name: str, rollout: str) -> tuple
         ("{analysis: {interval: 0s}}", "spec.rollout.analysis.interval", "must be longer than 0"),
         ("{analysis: {interval: 0.0ms}}", "spec.rollout.analysis.interval", "must be longer than 0"),
         ("{analysis: {inconclusiveLimit: 0m0s}}", "spec.rollout.analysis.inconclusiveLimit", "must be longer than 0"),
+        ("{analysis: {interval: 10m}}", "spec.rollout.analysis", "inconclusiveLimit must be at least the interval"),
     ],
     ids=["weight-0", "weight-100", "decreasing", "repeated", "bad-hold", "bad-strategy", "error-rate", "prom-url",
-         "interval-0", "interval-0ms", "inconclusive-limit-0"],
+         "interval-0", "interval-0ms", "inconclusive-limit-0", "limit-below-interval"],
 )
 def test_nonsense_rollouts_are_rejected_naming_the_field(
     api_server: ControlPlane, namespace: str, rollout: str, field: str, says: str

@@ -69,3 +69,12 @@ def test_crd_defaults_equal_the_operators() -> None:
               "analysis": {k: v["default"] for k, v in props["properties"]["analysis"]["properties"].items()
                            if "default" in v}}
     assert parse_rollout(filled) == parse_rollout(None)
+
+
+def test_inconclusive_limit_shorter_than_the_interval_is_rejected() -> None:
+    # interval 10m with the default 5m limit: every step paused (a CanaryPaused Warning) before
+    # its first interval could end, as the CRD's CEL rule now says at admission
+    with pytest.raises(RolloutSpecError, match=r"^spec\.rollout\.analysis: inconclusiveLimit \(300s\) must be at "
+                       r"least the interval \(600s\)"):
+        parse_rollout({"strategy": "Canary", "analysis": {"interval": "10m"}})
+    assert parse_rollout({"analysis": {"interval": "5m", "inconclusiveLimit": "5m"}}).analysis.interval_s == 300.0
