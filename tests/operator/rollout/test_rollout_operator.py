@@ -287,3 +287,64 @@ def test_the_hpa_scales_the_total_and_each_step_splits_it(
     obj = msvc(control_plane, ns)
     assert obj["spec"]["replicas"] == 6
     assert obj["status"]["rollout"]["phase"] == "Progressing"  # scaling never restarts the canary
+
+
+def test_a_third_revision_supersedes_the_canary_then_rolling_update_ends_it(
+    control_plane: ControlPlane, operator_process: OperatorProcess, namespace: str
+) -> None:
+    """v1 stable, v2 canary, v3 applied: the canary Deployment moves to v3 from the first step
+    while stable keeps v1; then spec.rollout switched to RollingUpdate mid-canary promotes v3 by
+    replacing every pod and scales the canary Deployment to 0."""
+    ns = namespace
+    start_canary(control_plane, ns)
+    apply(control_plane, ns, "s3://bucket/v3")
+    obj = poll(lambda: (o := msvc(control_plane, ns)) and (o["status"]["rollout"].get("canary") or {}).get("uri")
+               == "s3://bucket/v3" and o, timeout=60, what="the canary moving to v3")
+    st = obj["status"]
+    assert (st["rollout"]["phase"], st["rollout"]["step"], st["rollout"]["stable"]["uri"]) == (
+        "Progressing", 0, "s3://bucket/v1")
+    assert [(h["uri"], h["outcome"]) for h in st["history"]] == [
+        ("s3://bucket/v1", "Deployed"), ("s3://bucket/v2", "Superseded")]
+    poll(lambda: (c := deploy(control_plane, ns, "m-canary")) and fetched(c) == "s3://bucket/v3"
+         and c["spec"]["replicas"] == 1, timeout=30, what="the canary Deployment serving v3 on 1 pod")
+    assert fetched(deploy(control_plane, ns, "m")) == "s3://bucket/v1"
+
+    apply(control_plane, ns, "s3://bucket/v3", rollout={"strategy": "RollingUpdate"})
+    obj = rollout_in(control_plane, ns, "Stable")
+    assert [(h["uri"], h["outcome"]) for h in obj["status"]["history"]] == [
+        ("s3://bucket/v1", "Deployed"), ("s3://bucket/v2", "Superseded"), ("s3://bucket/v3", "Promoted")]
+    assert obj["status"]["history"][-1]["why"] == "RollingUpdate strategy: the canary's revision replaced every pod"
+    poll(lambda: deploy(control_plane, ns, "m-canary")["spec"]["replicas"] == 0, timeout=30, what="canary at 0")
+    stable = poll(lambda: (d := deploy(control_plane, ns, "m")) and d["spec"]["replicas"] == 4 and d,
+                  timeout=30, what="stable at 4 replicas")
+    assert fetched(stable) == "s3://bucket/v3"
+    assert obj["status"]["rollout"]["column"] == "stable"
+
+
+def test_commands_that_cannot_act_are_refused_with_a_warning_and_removed(
+    control_plane: ControlPlane, operator_process: OperatorProcess, namespace: str
+) -> None:
+    ns = namespace
+    apply(control_plane, ns, "s3://bucket/v1")
+    rollout_in(control_plane, ns, "Stable")
+
+    def warned(reason: str) -> Any:
+        events = get_json(control_plane, "events", "-n", ns, "--field-selector",
+                          f"involvedObject.kind=ModelService,reason={reason}") or {}
+        return (events.get("items") or [None])[0]
+
+    def annotation_gone() -> bool:
+        return "kubemaas.io/rollout" not in (msvc(control_plane, ns)["metadata"].get("annotations") or {})
+
+    annotate(control_plane, ns, "Abort!")
+    event = poll(lambda: warned("InvalidRolloutCommand"), timeout=30, what="the InvalidRolloutCommand Event")
+    assert event["type"] == "Warning"
+    assert event["message"] == ("annotation kubemaas.io/rollout: expected one of promote, promote-full, abort, "
+                                "got 'Abort!'")
+    poll(annotation_gone, timeout=30, what="the bad annotation removed")
+    annotate(control_plane, ns, "abort")  # nothing to abort: a stable rollout
+    event = poll(lambda: warned("RolloutCommandIgnored"), timeout=30, what="the RolloutCommandIgnored Event")
+    assert event["message"] == ("annotation kubemaas.io/rollout=abort ignored: no canary is being judged "
+                                "(rollout phase Stable)")
+    poll(annotation_gone, timeout=30, what="the ignored annotation removed")
+    assert msvc(control_plane, ns)["status"]["rollout"]["phase"] == "Stable"
