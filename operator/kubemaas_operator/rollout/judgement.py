@@ -7,7 +7,11 @@ the same interval, so a busy hour slows both and rolls back neither. Per interva
 * fewer than ``minRequests`` canary requests: inconclusive (never promote without evidence);
 * canary 5xx rate above ``maxErrorRate`` and above stable's: roll back;
 * canary 4xx rate above stable's by more than ``maxErrorRate`` (a model that rejects inputs the
-  stable one accepts, e.g. a renamed input tensor): roll back; with no stable requests in the
+  stable one accepts, e.g. a renamed input tensor): roll back. "Above stable's" means beyond
+  chance, in both checks: a one-sided pooled two-proportion z-test (NIST/SEMATECH e-Handbook of
+  Statistical Methods, 7.3.3 "comparing two proportions") must reach ``Z_ROLLBACK``, else a
+  healthy canary sharing stable's errors (a failing backend, clients sending bad inputs) was
+  rolled back in about 40 % of intervals by sampling noise alone. With no stable requests in the
   interval a canary 4xx rate above ``maxErrorRate`` is inconclusive (the clients or the canary may
   be at fault, and an interval that cannot tell must not count towards promotion);
 * canary p95 above ``maxLatencyRatio`` x stable p95 and worse by more than ``latencyTolerance``:
@@ -19,6 +23,7 @@ the same interval, so a busy hour slows both and rolls back neither. Per interva
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,6 +33,10 @@ from kubemaas_operator.rollout.spec import Analysis
 Decision = Literal["continue", "rollback", "inconclusive"]
 
 QUANTILE = 0.95
+Z_ROLLBACK = 3.0
+"""How far (in standard errors) the canary's error rate must be above stable's to roll back: one
+test per reconcile tick (the early check) and per interval, so well past the usual 1.64-2.33 one-sided
+levels: a canary failing every request still reaches it with 5 requests against 20 (z = 5)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,21 @@ class Verdict:
 
 def _rate(part: float, whole: float) -> float:
     return part / whole if whole > 0 else 0.0
+
+
+def above_by_chance_z(canary_bad: float, canary_n: float, stable_bad: float, stable_n: float) -> float:
+    """The pooled two-proportion z statistic of ``canary_bad / canary_n`` above ``stable_bad / stable_n``.
+
+    ``(p_c - p_s) / sqrt(p (1 - p) (1/n_c + 1/n_s))`` with ``p`` the pooled rate; 0 when either
+    side has no requests or the pooled rate is 0 or 1 (both sides all good, or all bad).
+    """
+    if canary_n <= 0 or stable_n <= 0:
+        return 0.0
+    pooled = (canary_bad + stable_bad) / (canary_n + stable_n)
+    variance = pooled * (1.0 - pooled) * (1.0 / canary_n + 1.0 / stable_n)
+    if variance <= 0:
+        return 0.0
+    return (canary_bad / canary_n - stable_bad / stable_n) / math.sqrt(variance)
 
 
 def _latency_breach(name: str, canary: Histogram, stable: Histogram, analysis: Analysis,
@@ -77,8 +101,9 @@ def judge(canary: Snapshot, stable: Snapshot, analysis: Analysis) -> Verdict:
                        f"fewer than minRequests {analysis.min_requests}", numbers)
 
     c_err, s_err = _rate(canary.server_errors, canary.requests), _rate(stable.server_errors, stable.requests)
-    numbers |= {"canary_error_rate": c_err, "stable_error_rate": s_err}
-    if c_err > analysis.max_error_rate and c_err > s_err:
+    errors_z = above_by_chance_z(canary.server_errors, canary.requests, stable.server_errors, stable.requests)
+    numbers |= {"canary_error_rate": c_err, "stable_error_rate": s_err, "errors_z": errors_z}
+    if c_err > analysis.max_error_rate and c_err > s_err and (stable.requests <= 0 or errors_z >= Z_ROLLBACK):
         return Verdict("rollback", f"canary error rate {c_err:.2f} > {analysis.max_error_rate:g} over "
                        f"{canary.requests:.0f} requests (stable {s_err:.2f} over {stable.requests:.0f})", numbers,
                        "errors")
@@ -91,8 +116,9 @@ def judge(canary: Snapshot, stable: Snapshot, analysis: Analysis) -> Verdict:
                        numbers)
     if stable.requests > 0:
         s_4xx = _rate(stable.client_errors, stable.requests)
-        numbers |= {"canary_client_error_rate": c_4xx, "stable_client_error_rate": s_4xx}
-        if c_4xx - s_4xx > analysis.max_error_rate:
+        client_z = above_by_chance_z(canary.client_errors, canary.requests, stable.client_errors, stable.requests)
+        numbers |= {"canary_client_error_rate": c_4xx, "stable_client_error_rate": s_4xx, "client_errors_z": client_z}
+        if c_4xx - s_4xx > analysis.max_error_rate and client_z >= Z_ROLLBACK:
             return Verdict("rollback", f"canary rejects requests stable accepts: 4xx rate {c_4xx:.2f} vs "
                            f"stable {s_4xx:.2f} over {canary.requests:.0f} requests "
                            f"(difference > maxErrorRate {analysis.max_error_rate:g})", numbers,

@@ -116,3 +116,28 @@ def test_no_stable_traffic_makes_a_canary_4xx_rate_inconclusive() -> None:
                         "no requests to compare it with")
     # within maxErrorRate the interval still passes on the canary alone
     assert judge(Snapshot(200, 0, 2, fast(200)), Snapshot(), ANALYSIS).decision == "continue"
+
+
+@pytest.mark.parametrize(("canary", "stable"), [((2, 24), (4, 96)), ((9, 24), (24, 96)), ((3, 100), (2, 400))],
+                         ids=["2%-shared-errors", "25%-shared-errors", "3%-vs-0.5%-in-100-requests"])
+def test_canary_errors_within_chance_of_stables_do_not_roll_back(canary: tuple[int, int],
+                                                                 stable: tuple[int, int]) -> None:
+    # A backend failing both variants: 2/24 (8 %) vs 4/96 (4 %) is above maxErrorRate and above
+    # stable's rate, but a 24-request sample of a 4 % process shows 2 or more errors 25 % of the
+    # time. Compared with a bare '>', a healthy canary under a shared 2-30 % error rate was rolled
+    # back in 35-46 % of intervals (one two-step rollout has about eight).
+    (ce, cn), (se, sn) = canary, stable
+    v = judge(Snapshot(cn, ce, 0, fast(cn)), Snapshot(sn, se, 0, fast(sn)), ANALYSIS)
+    assert v.decision == "continue", v.reason
+    assert v.numbers["errors_z"] < 3
+    w = judge(Snapshot(cn, 0, ce, fast(cn)), Snapshot(sn, 0, se, fast(sn)), ANALYSIS)  # the same as 4xx
+    assert w.decision == "continue", w.reason
+
+
+def test_canary_errors_beyond_chance_roll_back() -> None:
+    # 4/24 vs 0/96: pooled p = 4/120; se = sqrt(p (1 - p) (1/24 + 1/96)) = 0.0410; z = (4/24) / se = 4.06
+    v = judge(Snapshot(24, 4, 0, fast(24)), Snapshot(96, 0, 0, fast(96)), ANALYSIS)
+    assert v.decision == "rollback"
+    assert v.numbers["errors_z"] == pytest.approx(4.06, abs=0.01)
+    w = judge(Snapshot(24, 0, 4, fast(24)), Snapshot(96, 0, 0, fast(96)), ANALYSIS)
+    assert (w.decision, w.cause) == ("rollback", "client-errors")
