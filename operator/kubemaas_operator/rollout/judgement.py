@@ -14,8 +14,9 @@ the same interval, so a busy hour slows both and rolls back neither. Per interva
   rolled back in about 40 % of intervals by sampling noise alone. With no stable requests in the
   interval a canary 4xx rate above ``maxErrorRate`` is inconclusive (the clients or the canary may
   be at fault, and an interval that cannot tell must not count towards promotion);
-* canary p95 above ``maxLatencyRatio`` x stable p95 and worse by more than ``latencyTolerance``:
-  roll back. Text-generation pods (they export time-to-first-token histograms) are compared on
+* canary p95 above ``maxLatencyRatio`` x stable p95 and worse by more than ``latencyTolerance``,
+  with the canary's share of requests beyond that line above stable's share beyond chance (the
+  same z-test): roll back. Text-generation pods (they export time-to-first-token histograms) are compared on
   TTFT and time per output token instead of whole-request latency, which depends on how many
   tokens each client asked for;
 * otherwise: continue (the interval passed).
@@ -78,7 +79,13 @@ def _latency_breach(name: str, canary: Histogram, stable: Histogram, analysis: A
     numbers[f"stable_{name}_p95_s"] = s
     ratio = c / s if s > 0 else float("inf") if c > 0 else 1.0
     numbers[f"{name}_ratio"] = ratio
-    if c > analysis.max_latency_ratio * s and c - s > analysis.latency_tolerance_s:
+    # The breach line; more than 5 % of the canary's requests beyond it is a p95 beyond it. A p95
+    # of a few dozen requests rests on its slowest two or three, so the canary's share beyond the
+    # line must also exceed stable's beyond chance (as for error rates).
+    line = max(analysis.max_latency_ratio * s, s + analysis.latency_tolerance_s)
+    z = above_by_chance_z(canary.above(line), canary.count, stable.above(line), stable.count)
+    numbers[f"{name}_z"] = z
+    if c > analysis.max_latency_ratio * s and c - s > analysis.latency_tolerance_s and z >= Z_ROLLBACK:
         label = {"latency": "p95 latency", "ttft": "p95 time to first token",
                  "tpot": "p95 time per output token"}[name]
         return (f"canary {label} {c:.3f}s is {ratio:.1f}x stable's {s:.3f}s "

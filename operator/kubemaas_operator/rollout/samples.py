@@ -62,6 +62,20 @@ class Histogram:
     def __sub__(self, other: Histogram) -> Histogram:
         return self._combine(other, -1.0)
 
+    def above(self, bound: float) -> float:
+        """Observations above ``bound`` (>= 0), interpolating linearly inside the bucket that holds
+        it, as ``quantile`` does (so ``quantile(q) > b`` exactly when ``above(b) > (1 - q) * count``);
+        everything in the ``+Inf`` bucket is above any finite bound."""
+        total = self.count
+        lower, below = 0.0, 0.0
+        for le, n in self.buckets:
+            if bound <= le:
+                if math.isinf(le) or le <= lower:
+                    return total - below
+                return total - (below + (n - below) * (bound - lower) / (le - lower))
+            lower, below = le, n
+        return total - below
+
     def quantile(self, q: float) -> float | None:
         """The ``q`` quantile (0 < q < 1) in the bucket unit, None without observations.
 

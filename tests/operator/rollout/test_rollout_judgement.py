@@ -141,3 +141,25 @@ def test_canary_errors_beyond_chance_roll_back() -> None:
     assert v.numbers["errors_z"] == pytest.approx(4.06, abs=0.01)
     w = judge(Snapshot(24, 0, 4, fast(24)), Snapshot(96, 0, 0, fast(96)), ANALYSIS)
     assert (w.decision, w.cause) == ("rollback", "client-errors")
+
+
+def test_a_p95_over_few_requests_that_chance_explains_does_not_roll_back() -> None:
+    # Both variants: ~1 ms, with 4-8 % of requests stalled 10-20 ms (CPU contention on a node).
+    # The canary's 2 stalls in 24 put its p95 at 14 ms, 14x stable's 1 ms (4 stalls in 96), but
+    # 2/24 vs 4/96 above the breach line is well within chance (z = 0.84). Judged on the p95
+    # alone, a canary identical to stable was rolled back in 8-21 % of intervals.
+    canary = Histogram(((0.0005, 0.0), (0.001, 22.0), (0.01, 22.0), (0.02, 24.0), (INF, 24.0)))
+    stable = Histogram(((0.0005, 0.0), (0.001, 92.0), (0.01, 92.0), (0.02, 96.0), (INF, 96.0)))
+    v = judge(Snapshot(24, 0, 0, canary), Snapshot(96, 0, 0, stable), ANALYSIS)
+    assert v.numbers["canary_latency_p95_s"] == pytest.approx(0.014)
+    assert v.numbers["latency_z"] == pytest.approx(0.84, abs=0.01)
+    assert v.decision == "continue", v.reason
+
+
+def test_a_slower_tail_beyond_chance_rolls_back() -> None:
+    # 12 of 100 canary requests stalled against 4 of 400 stable ones: z = 5.6
+    canary = Histogram(((0.0005, 0.0), (0.001, 88.0), (0.01, 88.0), (0.02, 100.0), (INF, 100.0)))
+    stable = Histogram(((0.0005, 0.0), (0.001, 396.0), (0.01, 396.0), (0.02, 400.0), (INF, 400.0)))
+    v = judge(Snapshot(100, 0, 0, canary), Snapshot(400, 0, 0, stable), ANALYSIS)
+    assert (v.decision, v.cause) == ("rollback", "latency")
+    assert v.numbers["latency_z"] >= 3
