@@ -357,7 +357,10 @@ def _step(state: RolloutState, spec: RolloutSpec, obs: Observation) -> Plan:
             new = RolloutState(stable=state.stable, rejected=state.rejected,
                                history=_finish(state, obs.now, "Superseded", why))
             return Plan(new, 0, (Event("Normal", "Superseded", f"canary {_short(state.canary)} removed: {why}"),))
-        if state.phase == "RolledBack":
+        if state.phase == "RolledBack" and state.rejected is not None:
+            # Same spec as the rollback (e.g. a new artifact's compression has not finished):
+            # still rolled back. A spec edited back to the stable revision ends the rollback, as
+            # an Argo Rollouts abort ends when the desired state returns to the stable version.
             return Plan(state, 0)
         return Plan(replace(state, phase="Stable", reason=""), 0)
 

@@ -269,3 +269,14 @@ def test_a_command_with_no_canary_to_act_on_is_ignored_with_a_warning(phase: str
 def test_commands_acting_on_a_canary_raise_no_warning() -> None:
     p = tick(STABLE_V1, 0)
     assert [e.reason for e in tick(p.state, 1, command="promote").events] == ["CanaryStep"]
+
+
+def test_reverting_the_spec_to_stable_after_a_rollback_clears_it() -> None:
+    # Argo Rollouts: an aborted rollout is Healthy again once the desired state goes back to the
+    # stable version. Until the spec changes, the rollback (and its why) stays in the status.
+    p = tick(STABLE_V1, 0, gen="spec-v2")
+    p = tick(p.state, 10, gen="spec-v2", verdict=FAIL)
+    assert tick(p.state, 20, desired=V1, gen="spec-v2").state.phase == "RolledBack"  # serving fell back, same spec
+    back = tick(p.state, 20, desired=V1, gen="spec-v1")
+    assert (back.state.phase, back.state.reason, back.state.rejected, back.weight) == ("Stable", "", None, 0)
+    assert column(back.state, back.weight) == "stable"
