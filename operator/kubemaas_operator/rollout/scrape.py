@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubemaas_operator.rollout.samples import (
+    CLIENT_CLOSED,
     INFERENCE_ROUTE,
     LATENCY,
     REQUESTS,
@@ -162,8 +163,10 @@ def snapshot_from_prometheus(answers: Mapping[str, Mapping[str, Any]]) -> Snapsh
     """
     requests = server = client = 0.0
     for labels, value in _vector(answers["requests"]):
-        requests += value
         status = labels.get("status", "")
+        if status == CLIENT_CLOSED:  # no answer: not traffic, as parse_metrics reads a pod's page
+            continue
+        requests += value
         server += value if status.startswith("5") else 0.0
         client += value if status.startswith("4") else 0.0
 

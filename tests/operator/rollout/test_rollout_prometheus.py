@@ -50,3 +50,13 @@ def test_answers_become_a_snapshot() -> None:
 def test_failed_queries_say_why(answer: dict[str, Any], match: str) -> None:
     with pytest.raises(ScrapeError, match=match):
         snapshot_from_prometheus({"requests": answer})
+
+
+def test_client_closed_requests_are_not_traffic_through_prometheus_either() -> None:
+    # Scraped from the pods, a 499 (the client left before the answer) is neither a request nor a
+    # 4xx; read through Prometheus it counted as a canary 4xx (clients giving up on a slow canary
+    # read as "canary rejects requests stable accepts").
+    snap = snapshot_from_prometheus({
+        "requests": vector(({"status": "200"}, 90.0), ({"status": "499"}, 30.0), ({"status": "404"}, 10.0)),
+    })
+    assert (snap.requests, snap.server_errors, snap.client_errors) == (100.0, 0.0, 10.0)
