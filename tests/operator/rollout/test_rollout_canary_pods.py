@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubemaas_operator.controllers.modelservice.canary import rolled_out, scrape_targets
+from kubemaas_operator.controllers.modelservice.canary import canary_selector, rolled_out, scrape_targets
 
 V2_HASH, V3_HASH = "hash-v2", "hash-v3"
 
@@ -50,3 +50,14 @@ def test_only_canary_pods_of_the_current_template_are_scraped() -> None:
     stable, canary = scrape_targets(pods, 8080, V3_HASH)
     assert stable == {"m-abc-1": "http://10.0.0.1:8080/metrics"}
     assert canary == {"m-canary-new-1": "http://10.0.0.3:8080/metrics"}
+
+
+def test_the_prometheus_canary_selector_names_the_current_template_only() -> None:
+    pods = [pod("m-canary-5d8f7-abcde", track="canary", spec_hash=V2_HASH),
+            pod("m-canary-7c9b4-fghij", track="canary", spec_hash=V3_HASH)]
+    pods[0]["metadata"]["labels"]["pod-template-hash"] = "5d8f7"
+    pods[1]["metadata"]["labels"]["pod-template-hash"] = "7c9b4"
+    # v2's pods (and another ModelService's, e.g. one named m-canary-x) are left out
+    assert canary_selector("ml", "m-canary", pods, V3_HASH) == 'namespace="ml",pod=~"m-canary-(7c9b4)-[a-z0-9]+"'
+    # before any pod of the current template exists: the Deployment's pods, whatever the template
+    assert canary_selector("ml", "m-canary", pods[:1], V3_HASH) == 'namespace="ml",pod=~"m-canary-[a-z0-9]+-[a-z0-9]+"'

@@ -118,6 +118,25 @@ def scrape_targets(pods: Iterable[Mapping[str, Any]], port: int, canary_hash: st
     return stable, canary
 
 
+def canary_selector(namespace: str, deploy_name: str, pods: Iterable[Mapping[str, Any]], canary_hash: str | None) -> str:
+    """PromQL label matchers for the canary pods of the current template (``prometheusUrl``).
+
+    Pod names are ``<deployment>-<pod-template-hash>-<suffix>``; the hashes are read from the pods
+    that carry the canary Deployment's current ``kubemaas.io/spec-hash``, so a previous canary
+    revision's pods (and those of a ModelService whose name starts with ``<deployment>-``) are
+    not counted. Before such a pod exists, any template of the Deployment matches.
+    """
+    hashes: set[str] = set()
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+        if (canary_hash is not None and labels.get(LABEL_TRACK) == "canary" and labels.get("pod-template-hash")
+                and annotations.get(ANNOTATION_SPEC_HASH) == canary_hash):
+            hashes.add(str(labels["pod-template-hash"]))
+    template = f"({'|'.join(sorted(hashes))})" if hashes else "[a-z0-9]+"
+    return f'namespace="{namespace}",pod=~"{deploy_name}-{template}-[a-z0-9]+"'
+
+
 def _variants(ctx: Context, namespace: str, name: str, canary_deploy: Mapping[str, Any] | None) -> Variants:
     pods = ctx.cache.select("Pod", namespace, children.match_labels(name))
     port = ctx.settings.runtime_port
@@ -127,7 +146,7 @@ def _variants(ctx: Context, namespace: str, name: str, canary_deploy: Mapping[st
     return Variants(
         stable=stable, canary=canary,
         stable_selector=f'namespace="{namespace}",pod=~"{stable_deploy}-[a-z0-9]+-[a-z0-9]+"',
-        canary_selector=f'namespace="{namespace}",pod=~"{canary_name(stable_deploy)}-.+"',
+        canary_selector=canary_selector(namespace, canary_name(stable_deploy), pods, canary_hash),
     )
 
 
