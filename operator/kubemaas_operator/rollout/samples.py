@@ -56,6 +56,11 @@ class Histogram:
         bounds = sorted({le for le, _ in self.buckets} | {le for le, _ in other.buckets})
         return Histogram(tuple((b, self.cumulative(b) + sign * other.cumulative(b)) for b in bounds))
 
+    def is_below(self, other: Histogram) -> bool:
+        """Some bucket of ``other`` holds more than the same bucket here (a counter reset)."""
+        mine = dict(self.buckets)
+        return any(mine.get(le, 0.0) < n for le, n in other.buckets)
+
     def __add__(self, other: Histogram) -> Histogram:
         return self._combine(other, 1.0)
 
@@ -136,14 +141,15 @@ class Snapshot:
         )
 
     def is_below(self, other: Snapshot) -> bool:
-        """Some counter here is smaller than in ``other``: the process restarted in between."""
+        """Some counter or bucket here is smaller than in ``other``: the process restarted in between
+        (every bucket is a counter of its own, as Prometheus' ``increase()`` reads it)."""
         return (
             self.requests < other.requests
             or self.server_errors < other.server_errors
             or self.client_errors < other.client_errors
-            or self.latency.count < other.latency.count
-            or self.ttft.count < other.ttft.count
-            or self.tpot.count < other.tpot.count
+            or self.latency.is_below(other.latency)
+            or self.ttft.is_below(other.ttft)
+            or self.tpot.is_below(other.tpot)
         )
 
 

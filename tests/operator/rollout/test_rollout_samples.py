@@ -103,3 +103,12 @@ def test_quantile_of_an_inf_only_histogram_is_none() -> None:
     assert Histogram(((INF, 40.0),)).quantile(0.5) is None
     # a rank in the +Inf bucket of a real histogram still answers the highest finite bound
     assert Histogram(((0.1, 10.0), (INF, 40.0))).quantile(0.95) == 0.1
+
+
+def test_a_restart_seen_only_in_one_bucket_is_still_a_restart() -> None:
+    # The pod restarted and has already answered more requests (all slow) than before (all fast):
+    # every total went up, but the 0.1 s bucket went down, which only a reset can do (Prometheus'
+    # increase() treats each bucket series the same way). Subtracted, the 0.1 s bucket was -5.
+    before = Snapshot(5, 0, 0, Histogram(((0.1, 5.0), (INF, 5.0))))
+    after = Snapshot(8, 0, 0, Histogram(((0.1, 0.0), (INF, 8.0))))
+    assert delta(before, after) == after
