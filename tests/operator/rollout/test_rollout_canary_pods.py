@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubemaas_operator.controllers.modelservice.canary import canary_selector, rolled_out, scrape_targets
+from kubemaas_operator.controllers.modelservice.canary import (
+    canary_selector,
+    rolled_out,
+    scrape_targets,
+    serves_split,
+)
 
 V2_HASH, V3_HASH = "hash-v2", "hash-v3"
 
@@ -61,3 +66,16 @@ def test_the_prometheus_canary_selector_names_the_current_template_only() -> Non
     assert canary_selector("ml", "m-canary", pods, V3_HASH) == 'namespace="ml",pod=~"m-canary-(7c9b4)-[a-z0-9]+"'
     # before any pod of the current template exists: the Deployment's pods, whatever the template
     assert canary_selector("ml", "m-canary", pods[:1], V3_HASH) == 'namespace="ml",pod=~"m-canary-[a-z0-9]+-[a-z0-9]+"'
+
+
+def test_route_weight_waits_for_the_canary_pods_this_step_wants() -> None:
+    # Step 1 (25 % of 4): one canary pod, rolled out. Step 2 (50 %) wants two: until the second
+    # pod is Ready, an exact route weight of 50 % would load one pod sized for 25 %.
+    one_ready = canary_deployment({"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1})
+    want_two = {"metadata": {"annotations": {"kubemaas.io/spec-hash": V3_HASH}}, "spec": {"replicas": 2}}
+    assert rolled_out(one_ready)
+    assert not serves_split(one_ready, want_two)
+    assert serves_split(one_ready, {**want_two, "spec": {"replicas": 1}})
+    # a superseding revision's template: the Ready pods are the previous revision's
+    other = {"metadata": {"annotations": {"kubemaas.io/spec-hash": "hash-v4"}}, "spec": {"replicas": 1}}
+    assert not serves_split(one_ready, other)

@@ -159,6 +159,17 @@ def _same(have: Mapping[str, Any] | None, want: Mapping[str, Any]) -> bool:
                 and (have.get("spec") or {}).get("replicas") == want["spec"]["replicas"])
 
 
+def serves_split(deploy: Mapping[str, Any] | None, want: Mapping[str, Any]) -> bool:
+    """The canary Deployment is rolled out with the template and replica count ``want`` asks for now.
+
+    What an exact HTTPRoute weight needs, as Argo Rollouts scales the canary before it shifts the
+    weight: on the tick a step grows (or a third revision supersedes the canary) the Deployment is
+    still Ready at the old size (or with the old revision's pods), and the new weight would load
+    pods sized for the previous step.
+    """
+    return rolled_out(deploy) and _same(deploy, want)
+
+
 def _failure(ctx: Context, namespace: str, name: str, deploy: Mapping[str, Any] | None) -> str:
     """Why the canary Deployment's current pods cannot become Ready ("" when nothing says so).
 
@@ -241,8 +252,10 @@ async def step_rollout(
     split = _split(spec, plan.weight, new.phase)
     canary_bundle = serving if new.canary is not None and new.canary.same(revision(serving)) else (
         children.serving_bundle_of(canary_deploy))
+    canary_serves = obs.canary_ready
     if new.canary is not None and plan.weight > 0 and canary_bundle is not None:
         want = canary_deployment(children.deployment(msvc, spec, canary_bundle, ctx.settings), split.canary)
+        canary_serves = serves_split(canary_deploy, want)
         if not _same(canary_deploy, want):
             ctx.cache.put(await ctx.kube.apply(want))
     elif canary_deploy is not None and int((canary_deploy.get("spec") or {}).get("replicas") or 0) > 0:
@@ -252,7 +265,7 @@ async def step_rollout(
     routed = None
     if rspec.traffic_routing.http_route:  # exact weights on the named HTTPRoute's backendRefs
         judged = new.canary is not None and new.phase in ACTIVE
-        weight = route.weight_to_route(plan.weight if judged else 0, obs.canary_ready,
+        weight = route.weight_to_route(plan.weight if judged else 0, canary_serves,
                                        route.stable_labelled(stable_deploy))
         routed = await route.set_route_weights(ctx, msvc, rspec.traffic_routing.http_route, weight)
 
