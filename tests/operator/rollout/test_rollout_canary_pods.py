@@ -10,7 +10,10 @@ from kubemaas_operator.controllers.modelservice.canary import (
     rolled_out,
     scrape_targets,
     serves_split,
+    stable_serving,
 )
+from kubemaas_operator.controllers.modelservice.children import ServingBundle
+from kubemaas_operator.rollout.state import Revision
 
 V2_HASH, V3_HASH = "hash-v2", "hash-v3"
 
@@ -79,3 +82,13 @@ def test_route_weight_waits_for_the_canary_pods_this_step_wants() -> None:
     # a superseding revision's template: the Ready pods are the previous revision's
     other = {"metadata": {"annotations": {"kubemaas.io/spec-hash": "hash-v4"}}, "spec": {"replicas": 1}}
     assert not serves_split(one_ready, other)
+
+
+def test_the_stable_deployment_never_falls_back_to_the_canary_bundle() -> None:
+    v1 = Revision("a" * 64, "s3://m/v1", "none")
+    v2 = ServingBundle(uri="s3://m/v2", sha256="b" * 64)
+    running = ServingBundle(uri="s3://m/v1", sha256="a" * 64, task="text-generation")
+    assert stable_serving(v1, v2, running) == running          # what the stable Deployment serves
+    assert stable_serving(v1, v2, None) == ServingBundle(uri="s3://m/v1", sha256="a" * 64)  # it was deleted
+    assert stable_serving(Revision("b" * 64, "s3://m/v2", "none"), v2, running) == v2  # promoted
+    assert stable_serving(None, v2, None) == v2                # the first revision

@@ -348,3 +348,20 @@ def test_commands_that_cannot_act_are_refused_with_a_warning_and_removed(
                                 "(rollout phase Stable)")
     poll(annotation_gone, timeout=30, what="the ignored annotation removed")
     assert msvc(control_plane, ns)["status"]["rollout"]["phase"] == "Stable"
+
+
+def test_a_stable_deployment_deleted_mid_canary_comes_back_on_the_stable_revision(
+    control_plane: ControlPlane, operator_process: OperatorProcess, namespace: str
+) -> None:
+    """Deleted by hand while v2 is judged, the stable Deployment is re-created serving v1 (the
+    revision status.rollout.stable records), never the canary's v2 unjudged."""
+    ns = namespace
+    start_canary(control_plane, ns)
+    old_uid = poll(lambda: (d := deploy(control_plane, ns, "m")) and d["spec"]["replicas"] == 3 and d,
+                   timeout=30, what="stable at 3 replicas")["metadata"]["uid"]
+    control_plane.kubectl("delete", "deployment", "m", "-n", ns, "--wait=true")
+    again = poll(lambda: (d := deploy(control_plane, ns, "m")) and d["metadata"]["uid"] != old_uid and d,
+                 timeout=60, what="the stable Deployment re-created")
+    assert (fetched(again), again["spec"]["replicas"]) == ("s3://bucket/v1", 3)
+    st = msvc(control_plane, ns)["status"]["rollout"]
+    assert (st["phase"], st["stable"]["uri"], st["canary"]["uri"]) == ("Progressing", "s3://bucket/v1", "s3://bucket/v2")

@@ -159,6 +159,21 @@ def _same(have: Mapping[str, Any] | None, want: Mapping[str, Any]) -> bool:
                 and (have.get("spec") or {}).get("replicas") == want["spec"]["replicas"])
 
 
+def stable_serving(stable: machine.Revision | None, serving: ServingBundle,
+                   current: ServingBundle | None) -> ServingBundle:
+    """The bundle the stable Deployment serves: ``serving`` once it is the stable revision, else
+    what the Deployment serves now (``current``); with no Deployment (deleted by hand mid-canary)
+    the stable revision rebuilt from ``status.rollout.stable``, never the canary's bundle, which
+    would then be served by every pod without being judged."""
+    if stable is None or stable.same(revision(serving)):
+        return serving
+    if current is not None:
+        return current
+    if stable.uri:
+        return ServingBundle(uri=stable.uri, sha256=stable.sha256, variant=stable.variant or "none")
+    return serving
+
+
 def serves_split(deploy: Mapping[str, Any] | None, want: Mapping[str, Any]) -> bool:
     """The canary Deployment is rolled out with the template and replica count ``want`` asks for now.
 
@@ -279,10 +294,7 @@ async def step_rollout(
                                    {"metadata": {"annotations": {machine.ANNOTATION: None}}})
 
     # The stable Deployment: the stable revision (the promoted one once promoting), its share.
-    if new.stable is not None and new.stable.same(revision(serving)):
-        stable_bundle: ServingBundle | None = serving
-    else:
-        stable_bundle = current if current is not None else serving
+    stable_bundle = stable_serving(new.stable, serving, current)
     stable_replicas = split.stable if new.phase in ACTIVE else None
     requeue = None
     if new.phase in ACTIVE:
