@@ -16,9 +16,9 @@ the same interval, so a busy hour slows both and rolls back neither. Per interva
   be at fault, and an interval that cannot tell must not count towards promotion);
 * canary p95 above ``maxLatencyRatio`` x stable p95 and worse by more than ``latencyTolerance``,
   with the canary's share of requests beyond that line above stable's share beyond chance (the
-  same z-test): roll back. Text-generation pods (they export time-to-first-token histograms) are compared on
-  TTFT and time per output token instead of whole-request latency, which depends on how many
-  tokens each client asked for;
+  same z-test): roll back. Text-generation pods (they export time-to-first-token histograms) are
+  compared on TTFT and time per output token instead of whole-request latency, which depends on
+  how many tokens each client asked for;
 * otherwise: continue (the interval passed).
 """
 
