@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from kubemaas_operator.rollout.judgement import Verdict
 from kubemaas_operator.rollout.spec import RolloutSpec
+from kubemaas_operator.rollout.split import Split
 
 Phase = Literal["Stable", "Progressing", "Paused", "Promoting", "RolledBack"]
 Command = Literal["promote", "promote-full", "abort"]
@@ -436,16 +437,33 @@ def _step(state: RolloutState, spec: RolloutSpec, obs: Observation) -> Plan:
     return Plan(s, current.weight)
 
 
-def column(state: RolloutState, weight: int) -> str:
-    """The ROLLOUT printer column: ``stable``, ``canary 20%``, ``paused 20%``, ``promoting``, ``rolled back``."""
+def column(state: RolloutState, weight: int, split: Split | None = None, routed: int | None = None) -> str:
+    """The ROLLOUT printer column: ``stable``, ``canary 20%``, ``paused 20%``, ``promoting``, ``rolled back``.
+
+    The step's weight is what the user asked for; what traffic sees is shown beside it whenever
+    it differs: the pod split behind the one Service (``canary 20% (1/2 pods)``: one canary pod
+    of two takes half the connections), or the weight an HTTPRoute sends (``routed``, exact;
+    ``canary 20% (route 0%)`` while the route waits for ready pods). ``split`` is the pods of a
+    judged canary (None: not known); ``routed`` None means no route decides the traffic.
+    """
     match state.phase:
-        case "Progressing":
-            return f"canary {weight}%"
-        case "Paused":
-            return f"paused {weight}%"
+        case "Progressing" | "Paused":
+            word = "canary" if state.phase == "Progressing" else "paused"
+            return f"{word} {weight}%{_traffic(weight, split, routed)}"
         case "Promoting":
             return "promoting"
         case "RolledBack":
             return "rolled back"
         case _:
             return "stable"
+
+
+def _traffic(weight: int, split: Split | None, routed: int | None) -> str:
+    """`` (1/2 pods)`` / `` (route 0%)`` when traffic does not follow ``weight`` exactly, else ``""``."""
+    if routed:  # an exact route weight decides; at 0 the one Service (so the pod count) does
+        return "" if routed == weight else f" (route {routed}%)"
+    if split is None:
+        return ""
+    if split.total == 0:
+        return " (0 pods)"
+    return "" if split.canary * 100 == weight * split.total else f" ({split.canary}/{split.total} pods)"

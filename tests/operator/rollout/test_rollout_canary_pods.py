@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubemaas_operator.controllers.modelservice.canary import (
+    _status,
     canary_selector,
     rolled_out,
     scrape_targets,
@@ -13,7 +14,8 @@ from kubemaas_operator.controllers.modelservice.canary import (
     stable_serving,
 )
 from kubemaas_operator.controllers.modelservice.children import ServingBundle
-from kubemaas_operator.rollout.state import Revision
+from kubemaas_operator.rollout.split import split_replicas
+from kubemaas_operator.rollout.state import Revision, RolloutState
 
 V2_HASH, V3_HASH = "hash-v2", "hash-v3"
 
@@ -92,3 +94,11 @@ def test_the_stable_deployment_never_falls_back_to_the_canary_bundle() -> None:
     assert stable_serving(v1, v2, None) == ServingBundle(uri="s3://m/v1", sha256="a" * 64)  # it was deleted
     assert stable_serving(Revision("b" * 64, "s3://m/v2", "none"), v2, running) == v2  # promoted
     assert stable_serving(None, v2, None) == v2                # the first revision
+
+
+def test_status_weight_split_and_column_agree() -> None:
+    state = RolloutState(phase="Progressing", stable=Revision("a" * 64), canary=Revision("b" * 64))
+    rollout = _status(state, 20, split_replicas(2, 20))["rollout"]
+    assert (rollout["weight"], rollout["split"]["effectiveWeight"], rollout["column"]) == (20, 50.0, "canary 20% (1/2 pods)")
+    routed = _status(state, 20, split_replicas(2, 20), routed=20)["rollout"]
+    assert routed["column"] == "canary 20%"

@@ -6,6 +6,7 @@ import pytest
 
 from kubemaas_operator.rollout.judgement import Verdict
 from kubemaas_operator.rollout.spec import RolloutSpec, parse_rollout
+from kubemaas_operator.rollout.split import Split, split_replicas
 from kubemaas_operator.rollout.state import (
     Command,
     Observation,
@@ -280,3 +281,23 @@ def test_reverting_the_spec_to_stable_after_a_rollback_clears_it() -> None:
     back = tick(p.state, 20, desired=V1, gen="spec-v1")
     assert (back.state.phase, back.state.reason, back.state.rejected, back.weight) == ("Stable", "", None, 0)
     assert column(back.state, back.weight) == "stable"
+
+
+@pytest.mark.parametrize(("total", "weight", "shown"), [
+    (2, 20, "canary 20% (1/2 pods)"),   # ceil(2 x 0.2) = 1 canary pod of 2: half the traffic
+    (10, 20, "canary 20%"),             # 2 of 10: exactly the step's weight
+    (1, 20, "canary 20% (1/2 pods)"),   # a one-replica service surges to 1 stable + 1 canary
+    (3, 50, "canary 50% (2/3 pods)"),   # ceil(3 x 0.5) = 2 canary, stable keeps the other 1
+    (0, 20, "canary 20% (0 pods)"),
+])
+def test_the_rollout_column_shows_the_pod_split_when_it_differs_from_the_step(total: int, weight: int,
+                                                                               shown: str) -> None:
+    state = RolloutState(phase="Progressing", stable=V1, canary=V2)
+    assert column(state, weight, split_replicas(total, weight)) == shown
+
+
+def test_the_rollout_column_shows_the_route_weight_when_a_route_decides() -> None:
+    state = RolloutState(phase="Paused", stable=V1, canary=V2)
+    assert column(state, 20, Split(1, 1), routed=20) == "paused 20%"           # exact weights on the route
+    assert column(state, 20, Split(1, 1), routed=0) == "paused 20% (1/2 pods)"  # route at 0: the pods decide
+    assert column(RolloutState(phase="Promoting", stable=V2, canary=V2), 50, Split(4, 2)) == "promoting"

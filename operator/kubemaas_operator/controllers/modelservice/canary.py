@@ -301,7 +301,7 @@ async def step_rollout(
         due = ctx.analyses.next_in(key, time.monotonic())
         requeue = min(TICK_S, due) if due is not None else TICK_S
         requeue = max(requeue, 0.5)
-    status = _status(new, plan.weight, split)
+    status = _status(new, plan.weight, split, routed.weight if routed is not None else None)
     if routed is not None and status["rollout"]["split"] is not None:
         status["rollout"]["split"]["mode"] = routed.note
         if routed.weight:  # exact; at 0 the route sends to the one Service, so the pod count decides
@@ -336,10 +336,13 @@ def decorate(status: dict[str, Any], result: CanaryResult, old: Mapping[str, Any
     return out
 
 
-def _status(st: machine.RolloutState, weight: int, split: Split | None) -> dict[str, Any]:
+def _status(st: machine.RolloutState, weight: int, split: Split | None, routed: int | None = None) -> dict[str, Any]:
+    """``status.rollout`` and ``status.history``: ``weight`` is the step's, ``split`` the pods behind
+    it and ``routed`` the HTTPRoute's canary weight (None without a route); the ROLLOUT column
+    shows the step's weight and, where traffic differs from it, what traffic sees."""
     rollout = st.to_status()
     rollout["weight"] = weight
-    rollout["column"] = machine.column(st, weight)
+    rollout["column"] = machine.column(st, weight, split if st.phase in ACTIVE else None, routed)
     if split is not None and st.phase in ACTIVE:
         rollout["split"] = {"stable": split.stable, "canary": split.canary,
                             "effectiveWeight": round(split.effective_weight, 1),
