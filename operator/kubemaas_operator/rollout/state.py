@@ -13,6 +13,10 @@ Phases: ``Stable`` (one revision, no canary), ``Progressing`` (a canary is being
 Deployment is moving to the promoted revision; the canary keeps serving until it has),
 ``RolledBack`` (the canary was removed; the rejected revision is remembered).
 
+A case Argo Rollouts leaves implicit is decided here (and says why where it is handled):
+``spec.replicas`` 0 holds the rollout instead of judging or promoting (nothing serves, so there
+is no evidence).
+
 Times are seconds since the epoch (floats) here and RFC 3339 strings in ``status``.
 """
 
@@ -26,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from kubemaas_operator.rollout.judgement import Verdict
-from kubemaas_operator.rollout.spec import RolloutSpec
+from kubemaas_operator.rollout.spec import CanaryStep, RolloutSpec
 from kubemaas_operator.rollout.split import Split
 
 Phase = Literal["Stable", "Progressing", "Paused", "Promoting", "RolledBack"]
@@ -216,6 +220,8 @@ class Observation:
     canary_failure: str = ""
     """Why the canary's pods cannot become Ready (CrashLoopBackOff, ImagePullBackOff, a failed
     storage initializer, ProgressDeadlineExceeded ...); empty when nothing says so."""
+    replicas: int = 1
+    """``spec.replicas``: the total each step splits (0: scaled to zero, nothing serves)."""
 
 
 @dataclass(frozen=True)
@@ -295,6 +301,25 @@ def _advance(state: RolloutState, spec: RolloutSpec, obs: Observation, why: str)
     new = replace(state, phase="Progressing", step=nxt, step_started=None, last_conclusive=None, passed=0,
                   reason=f"canary at step {nxt + 1}/{len(steps)} ({w}%)")
     return Plan(new, w, (Event("Normal", "CanaryStep", f"canary at step {nxt + 1}/{len(steps)} ({w}%): {why}"),))
+
+
+SCALED_TO_ZERO = "scaled to zero"
+
+
+def _scaled_to_zero(state: RolloutState, steps: Sequence[CanaryStep]) -> Plan:
+    """``spec.replicas`` is 0 while a canary is judged: no pod serves either revision, so there is
+    nothing to judge and the step's clocks (hold, inconclusive limit) would only count time without
+    traffic. The rollout pauses and says so; when replicas come back the step starts over once its
+    canary pods are Ready. Argo Rollouts at 0 replicas counts a step's replica targets (0 of 0) as
+    reached and walks on to promotion; this does not, because the issue's rule is "never promote
+    without evidence" (``promote-full`` still promotes by hand)."""
+    current = steps[min(state.step, len(steps) - 1)]
+    reason = (f"{SCALED_TO_ZERO}: spec.replicas is 0, so no pod serves either revision and nothing can be "
+              f"judged; step {state.step + 1}/{len(steps)} ({current.weight}%) starts when spec.replicas > 0 "
+              f"(or promote by hand: kubectl annotate modelservice NAME {ANNOTATION}=promote-full)")
+    held = replace(state, phase="Paused", reason=reason, step_started=None, last_conclusive=None)
+    events = () if state.reason == reason else (Event("Normal", "CanaryPaused", reason),)
+    return Plan(held, current.weight, events)
 
 
 def _fmt_s(seconds: float) -> str:
@@ -405,7 +430,11 @@ def _step(state: RolloutState, spec: RolloutSpec, obs: Observation) -> Plan:
     if obs.command == "promote":
         return _advance(state, spec, obs, f"annotation {ANNOTATION}=promote")
 
+    if obs.replicas == 0:
+        return _scaled_to_zero(state, steps)
     s = state
+    if s.phase == "Paused" and s.reason.startswith(SCALED_TO_ZERO):
+        s = replace(s, phase="Progressing", reason=f"canary at step {s.step + 1}/{len(steps)} ({current.weight}%)")
     started = s.step_started
     if started is None:
         if not obs.canary_ready:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubemaas_operator.controllers.modelservice.canary import (
+    _rolled_to,
     _status,
     canary_selector,
     rolled_out,
@@ -94,6 +95,20 @@ def test_the_stable_deployment_never_falls_back_to_the_canary_bundle() -> None:
     assert stable_serving(v1, v2, None) == ServingBundle(uri="s3://m/v1", sha256="a" * 64)  # it was deleted
     assert stable_serving(Revision("b" * 64, "s3://m/v2", "none"), v2, running) == v2  # promoted
     assert stable_serving(None, v2, None) == v2                # the first revision
+
+
+def stable_deployment(replicas: int, status: dict[str, int]) -> dict[str, Any]:
+    return {"metadata": {"name": "m", "generation": 3, "annotations": {
+                "kubemaas.io/bundle-uri": "s3://m/v2", "kubemaas.io/bundle-sha256": "b" * 64, "kubemaas.io/variant": "none"}},
+            "spec": {"replicas": replicas}, "status": {"observedGeneration": 3, **status}}
+
+
+def test_a_promotion_at_zero_replicas_completes_once_the_template_is_seen() -> None:
+    v2 = Revision("b" * 64, "s3://m/v2", "none")
+    assert _rolled_to(stable_deployment(0, {}), v2)                       # nothing to wait for
+    assert not _rolled_to(stable_deployment(0, {"replicas": 1}), v2)      # an old pod still going
+    assert not _rolled_to(stable_deployment(2, {"replicas": 2, "updatedReplicas": 2, "readyReplicas": 1}), v2)
+    assert _rolled_to(stable_deployment(2, {"replicas": 2, "updatedReplicas": 2, "readyReplicas": 2}), v2)
 
 
 def test_status_weight_split_and_column_agree() -> None:

@@ -283,6 +283,32 @@ def test_reverting_the_spec_to_stable_after_a_rollback_clears_it() -> None:
     assert column(back.state, back.weight) == "stable"
 
 
+def test_scaled_to_zero_holds_and_says_why_then_starts_the_step_when_pods_return() -> None:
+    p = tick(STABLE_V1, 0, ready=False)
+    zero = step(p.state, CANARY, Observation(5, V2, "spec-1", replicas=0))
+    assert (zero.state.phase, zero.weight, zero.state.step_started) == ("Paused", 20, None)
+    assert zero.state.reason.startswith("scaled to zero: spec.replicas is 0, so no pod serves either revision")
+    assert [e.reason for e in zero.events] == ["CanaryPaused"]
+    # hours at zero: no inconclusive pause, no promotion without evidence, no repeated Event
+    later = step(zero.state, CANARY, Observation(10_000, V2, "spec-1", replicas=0, verdict=QUIET))
+    assert (later.state.phase, later.state.reason, later.events) == ("Paused", zero.state.reason, ())
+    # scaled back up: the step runs again, its clocks starting when the canary pods are Ready
+    back = tick(later.state, 10_001, ready=False)
+    assert (back.state.phase, back.state.step_started) == ("Progressing", None)
+    back = tick(back.state, 10_010)
+    assert back.state.step_started == 10_010
+
+
+def test_scaled_to_zero_after_a_ready_step_restarts_its_clocks() -> None:
+    p = tick(STABLE_V1, 0)
+    p = tick(p.state, 1, verdict=PASS)
+    zero = step(p.state, CANARY, Observation(200, V2, "spec-1", replicas=0))
+    back = tick(zero.state, 400, verdict=QUIET)      # 400 s after the step began, but 0 s with pods
+    assert (back.state.phase, back.state.step_started) == ("Progressing", 400)
+    full = step(zero.state, CANARY, Observation(201, V2, "spec-1", command="promote-full", replicas=0))
+    assert full.state.phase == "Promoting"           # a manual promote still works at zero
+
+
 @pytest.mark.parametrize(("total", "weight", "shown"), [
     (2, 20, "canary 20% (1/2 pods)"),   # ceil(2 x 0.2) = 1 canary pod of 2: half the traffic
     (10, 20, "canary 20%"),             # 2 of 10: exactly the step's weight

@@ -84,9 +84,20 @@ def rolled_out(deploy: Mapping[str, Any] | None) -> bool:
 
 
 def _rolled_to(deploy: Mapping[str, Any] | None, rev: machine.Revision | None) -> bool:
-    """The stable Deployment serves ``rev`` on all its pods (no old ones left)."""
+    """The stable Deployment serves ``rev`` on all its pods (no old ones left).
+
+    Scaled to zero (``spec.replicas`` 0), a Deployment whose template serves ``rev`` has rolled
+    once the controller has seen it and no pod is left: a promotion at 0 replicas completes
+    instead of waiting for pods that will never be asked for.
+    """
     bundle = children.serving_bundle_of(deploy)
-    if rev is None or bundle is None or not revision(bundle).same(rev) or not rolled_out(deploy):
+    if rev is None or bundle is None or not revision(bundle).same(rev):
+        return False
+    spec, st, meta = (deploy or {}).get("spec") or {}, (deploy or {}).get("status") or {}, (deploy or {}).get("metadata") or {}
+    if int(spec.get("replicas", 1)) == 0:
+        return (int(st.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+                and int(st.get("replicas") or 0) == 0)
+    if not rolled_out(deploy):
         return False
     st = (deploy or {}).get("status") or {}
     return int(st.get("replicas") or 0) == int(((deploy or {}).get("spec") or {}).get("replicas", 1))
@@ -259,6 +270,7 @@ async def step_rollout(
         canary_ready=rolled_out(canary_deploy), stable_current=_rolled_to(stable_deploy, st.stable),
         verdict=verdict, command=command,
         canary_failure=_failure(ctx, namespace, name, canary_deploy) if st.canary is not None else "",
+        replicas=spec.replicas,
     )
     plan = machine.step(st, rspec, obs)
     new = plan.state
