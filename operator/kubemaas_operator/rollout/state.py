@@ -13,9 +13,10 @@ Phases: ``Stable`` (one revision, no canary), ``Progressing`` (a canary is being
 Deployment is moving to the promoted revision; the canary keeps serving until it has),
 ``RolledBack`` (the canary was removed; the rejected revision is remembered).
 
-A case Argo Rollouts leaves implicit is decided here (and says why where it is handled):
+Two cases Argo Rollouts leaves implicit are decided here (each says why where it is handled):
 ``spec.replicas`` 0 holds the rollout instead of judging or promoting (nothing serves, so there
-is no evidence).
+is no evidence), and a promotion whose stable pods cannot run the promoted revision rolls back
+to the revision stable served before, as a failing canary does.
 
 Times are seconds since the epoch (floats) here and RFC 3339 strings in ``status``.
 """
@@ -161,6 +162,9 @@ class RolloutState:
     reason: str = ""
     rejected: Rejected | None = None
     history: tuple[HistoryEntry, ...] = ()
+    previous: Revision | None = None
+    """While ``Promoting``: the revision stable served before, to return to when the stable pods
+    cannot run the promoted one."""
 
     def to_status(self) -> dict[str, Any]:
         """``status.rollout`` (history goes to ``status.history``, see ``history_status``)."""
@@ -168,6 +172,7 @@ class RolloutState:
             "phase": self.phase,
             "stable": self.stable.to_status() if self.stable else None,
             "canary": self.canary.to_status() if self.canary else None,
+            "previous": self.previous.to_status() if self.previous else None,
             "step": self.step,
             "canaryStarted": rfc3339(self.canary_started) if self.canary_started is not None else None,
             "stepStarted": rfc3339(self.step_started) if self.step_started is not None else None,
@@ -190,6 +195,7 @@ class RolloutState:
             phase=r.get("phase") or "Stable",
             stable=Revision.from_status(r.get("stable")),
             canary=Revision.from_status(r.get("canary")),
+            previous=Revision.from_status(r.get("previous")),
             step=int(r.get("step") or 0),
             canary_started=_opt_time(r.get("canaryStarted")),
             step_started=_opt_time(r.get("stepStarted")),
@@ -222,6 +228,9 @@ class Observation:
     storage initializer, ProgressDeadlineExceeded ...); empty when nothing says so."""
     replicas: int = 1
     """``spec.replicas``: the total each step splits (0: scaled to zero, nothing serves)."""
+    stable_failure: str = ""
+    """While promoting: why the stable Deployment's pods of the promoted revision cannot become
+    Ready (the same problems as ``canary_failure``); empty when nothing says so."""
 
 
 @dataclass(frozen=True)
@@ -282,9 +291,28 @@ def _start_canary(state: RolloutState, obs: Observation, spec: RolloutSpec,
 
 def _promote(state: RolloutState, spec: RolloutSpec, obs: Observation, why: str) -> Plan:
     assert state.canary is not None
-    new = replace(state, phase="Promoting", stable=state.canary, reason=f"promoting {_short(state.canary)}: {why}")
+    new = replace(state, phase="Promoting", stable=state.canary, previous=state.stable,
+                  reason=f"promoting {_short(state.canary)}: {why}")
     return Plan(new, _weight(state, spec),
                 (Event("Normal", "Promoting", f"canary {_short(state.canary)} promoted to stable: {why}"),))
+
+
+def _promotion_failed(state: RolloutState, spec: RolloutSpec, obs: Observation) -> Plan:
+    """The stable pods cannot run the promoted revision (they crash-loop, the image cannot be
+    pulled at full size, the Deployment passed its progressDeadlineSeconds): the same treatment
+    as a canary that cannot become Ready. Stable returns to the revision it served before
+    (``previous``), the canary is scaled to zero, and the revision is rejected until the spec or
+    its sha256 changes -- Argo Rollouts aborts a rollout past its progress deadline the same way
+    (``progressDeadlineAbort``). Without ``previous`` (a status written before it was recorded)
+    there is nothing to return to: the promotion holds and the reason says why."""
+    assert state.canary is not None
+    why = f"promotion failed: the stable pods cannot run {_short(state.canary)}: {obs.stable_failure}"
+    if state.previous is None:
+        held = replace(state, reason=f"{why}; no earlier revision recorded to return to: fix the pods or the spec")
+        events = () if held.reason == state.reason else (Event("Warning", "PromotionStalled", held.reason),)
+        return Plan(held, _weight(state, spec), events)
+    back = replace(state, stable=state.previous)
+    return _roll_back(back, obs, "RolledBack", why)
 
 
 def _weight(state: RolloutState, spec: RolloutSpec) -> int:
@@ -369,6 +397,8 @@ def _step(state: RolloutState, spec: RolloutSpec, obs: Observation) -> Plan:
     if state.phase == "Promoting" and state.canary is not None:
         # The stable Deployment rolls to the promoted revision (maxUnavailable 0) while the
         # canary pods keep serving; they go only once every stable pod serves it.
+        if obs.stable_failure and not obs.stable_current:
+            return _promotion_failed(state, spec, obs)
         if not obs.stable_current:
             return Plan(state, _weight(state, spec))
         why = state.reason.split(": ", 1)[1] if ": " in state.reason else "all steps passed"

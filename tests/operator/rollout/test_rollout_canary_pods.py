@@ -97,6 +97,13 @@ def test_the_stable_deployment_never_falls_back_to_the_canary_bundle() -> None:
     assert stable_serving(None, v2, None) == v2                # the first revision
 
 
+def test_after_a_failed_promotion_stable_returns_to_the_previous_revision() -> None:
+    # Rolled back to v1 while the stable Deployment's template still names the promoted v2.
+    v1 = Revision("a" * 64, "s3://m/v1", "none")
+    v2 = ServingBundle(uri="s3://m/v2", sha256="b" * 64, task="text-generation")
+    assert stable_serving(v1, v2, v2) == ServingBundle(uri="s3://m/v1", sha256="a" * 64, task="text-generation")
+
+
 def stable_deployment(replicas: int, status: dict[str, int]) -> dict[str, Any]:
     return {"metadata": {"name": "m", "generation": 3, "annotations": {
                 "kubemaas.io/bundle-uri": "s3://m/v2", "kubemaas.io/bundle-sha256": "b" * 64, "kubemaas.io/variant": "none"}},

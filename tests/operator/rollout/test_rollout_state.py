@@ -309,6 +309,38 @@ def test_scaled_to_zero_after_a_ready_step_restarts_its_clocks() -> None:
     assert full.state.phase == "Promoting"           # a manual promote still works at zero
 
 
+def test_a_promotion_whose_stable_pods_cannot_run_rolls_back_to_the_previous_stable() -> None:
+    p = tick(STABLE_V1, 0)
+    p = tick(p.state, 1, command="promote-full")
+    assert (p.state.phase, p.state.stable, p.state.previous) == ("Promoting", V2, V1)
+    p = tick(p.state, 30)                            # stable still rolling: keep waiting
+    assert (p.state.phase, p.weight) == ("Promoting", 20)
+    failed = step(p.state, CANARY, Observation(60, V2, "spec-1", stable_failure="CrashLoopBackOff: pod m-7d-x"))
+    why = f"promotion failed: the stable pods cannot run {V2.sha256[:12]}: CrashLoopBackOff: pod m-7d-x"
+    assert (failed.state.phase, failed.state.stable, failed.state.canary, failed.weight) == ("RolledBack", V1, None, 0)
+    assert (failed.state.reason, failed.state.previous) == (why, None)
+    assert [(e.type, e.reason) for e in failed.events] == [("Warning", "RolledBack")]
+    assert (failed.state.history[-1].outcome, failed.state.history[-1].why) == ("RolledBack", why)
+    assert tick(failed.state, 70).state.phase == "RolledBack"   # not retried under the same spec
+    assert tick(failed.state, 70, gen="spec-2").state.canary == V2
+
+
+def test_a_promotion_with_no_earlier_revision_recorded_holds_and_says_why() -> None:
+    promoting = RolloutState(phase="Promoting", stable=V2, canary=V2, step=1, reason="promoting x: all steps passed")
+    held = step(promoting, CANARY, Observation(5, V2, "spec-1", stable_failure="ImagePullBackOff: pod m-1"))
+    assert (held.state.phase, held.weight) == ("Promoting", 50)
+    assert held.state.reason.endswith("ImagePullBackOff: pod m-1; no earlier revision recorded to return to: "
+                                      "fix the pods or the spec")
+    assert [e.reason for e in held.events] == ["PromotionStalled"]
+    assert step(held.state, CANARY, Observation(6, V2, "spec-1", stable_failure="ImagePullBackOff: pod m-1")).events == ()
+
+
+def test_previous_round_trips_through_status() -> None:
+    p = tick(tick(STABLE_V1, 0).state, 1, command="promote-full")
+    back = RolloutState.from_status(p.state.to_status(), p.state.history_status())
+    assert back.previous == V1
+
+
 @pytest.mark.parametrize(("total", "weight", "shown"), [
     (2, 20, "canary 20% (1/2 pods)"),   # ceil(2 x 0.2) = 1 canary pod of 2: half the traffic
     (10, 20, "canary 20%"),             # 2 of 10: exactly the step's weight

@@ -173,15 +173,18 @@ def _same(have: Mapping[str, Any] | None, want: Mapping[str, Any]) -> bool:
 def stable_serving(stable: machine.Revision | None, serving: ServingBundle,
                    current: ServingBundle | None) -> ServingBundle:
     """The bundle the stable Deployment serves: ``serving`` once it is the stable revision, else
-    what the Deployment serves now (``current``); with no Deployment (deleted by hand mid-canary)
-    the stable revision rebuilt from ``status.rollout.stable``, never the canary's bundle, which
-    would then be served by every pod without being judged."""
+    what the Deployment serves now (``current``) when that is the stable revision; otherwise the
+    stable revision rebuilt from ``status.rollout.stable`` -- with no Deployment (deleted by hand
+    mid-canary), or after a failed promotion returned stable to the revision it served before
+    while the Deployment's template still names the promoted one -- never the canary's bundle,
+    which would then be served by every pod without being judged."""
     if stable is None or stable.same(revision(serving)):
         return serving
-    if current is not None:
+    if current is not None and (stable.same(revision(current)) or not stable.uri):
         return current
-    if stable.uri:
-        return ServingBundle(uri=stable.uri, sha256=stable.sha256, variant=stable.variant or "none")
+    if stable.uri:  # the task (text generation or not) is the model's, so the same across revisions
+        return ServingBundle(uri=stable.uri, sha256=stable.sha256, variant=stable.variant or "none",
+                             task=current.task if current is not None else None)
     return serving
 
 
@@ -196,22 +199,35 @@ def serves_split(deploy: Mapping[str, Any] | None, want: Mapping[str, Any]) -> b
     return rolled_out(deploy) and _same(deploy, want)
 
 
-def _failure(ctx: Context, namespace: str, name: str, deploy: Mapping[str, Any] | None) -> str:
-    """Why the canary Deployment's current pods cannot become Ready ("" when nothing says so).
+def _failure(ctx: Context, namespace: str, name: str, deploy: Mapping[str, Any] | None, *, canary: bool = True) -> str:
+    """Why the canary (or, ``canary=False``, the stable) Deployment's current pods cannot become
+    Ready ("" when nothing says so).
 
-    Only pods of its current template count (a previous canary's pods may still be going), and
-    only problems a wait cannot fix (not Unschedulable: the cluster may make room).
+    Only pods of its current template count (a previous revision's pods may still be going), and
+    only problems a wait cannot fix (not Unschedulable: the cluster may make room, until the
+    Deployment's progressDeadlineSeconds says ProgressDeadlineExceeded).
     """
     if deploy is None:
         return ""
     current = ((deploy.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
-    pods = [p for p in ctx.cache.select("Pod", namespace, {**children.match_labels(name), LABEL_TRACK: "canary"})
+    pods = [p for p in ctx.cache.select("Pod", namespace, children.match_labels(name))
             if not p["metadata"].get("deletionTimestamp")
+            and (((p["metadata"].get("labels") or {}).get(LABEL_TRACK) == "canary") == canary)
             and (p["metadata"].get("annotations") or {}).get(ANNOTATION_SPEC_HASH) == current]
     health = deployment_health(deploy, pods, desired_hash=None, now=dt.datetime.now(dt.UTC),
                                stuck_after_s=ctx.settings.stuck_after_s)
     problem = health.problem
     return f"{problem.reason}: {problem.message}" if problem is not None and problem.reason in CANARY_FATAL else ""
+
+
+def _promotion_failure(ctx: Context, namespace: str, name: str, stable_deploy: Mapping[str, Any] | None,
+                       st: machine.RolloutState) -> str:
+    """While promoting: why the stable Deployment's pods of the promoted revision cannot become
+    Ready ("" before its template names that revision, i.e. before it started rolling to it)."""
+    current = children.serving_bundle_of(stable_deploy)
+    if st.phase != "Promoting" or st.stable is None or current is None or not st.stable.same(revision(current)):
+        return ""
+    return _failure(ctx, namespace, name, stable_deploy, canary=False)
 
 
 def _split(spec: ModelServiceSpec, weight: int, phase: str) -> Split:
@@ -270,7 +286,7 @@ async def step_rollout(
         canary_ready=rolled_out(canary_deploy), stable_current=_rolled_to(stable_deploy, st.stable),
         verdict=verdict, command=command,
         canary_failure=_failure(ctx, namespace, name, canary_deploy) if st.canary is not None else "",
-        replicas=spec.replicas,
+        replicas=spec.replicas, stable_failure=_promotion_failure(ctx, namespace, name, stable_deploy, st),
     )
     plan = machine.step(st, rspec, obs)
     new = plan.state
@@ -333,7 +349,8 @@ def decorate(status: dict[str, Any], result: CanaryResult, old: Mapping[str, Any
     phase = rollout.get("phase")
     if phase == "RolledBack":
         why = str(rollout.get("reason") or "")
-        kind = "Aborted" if why.startswith("aborted") else "AnalysisFailed"
+        kind = ("Aborted" if why.startswith("aborted") else
+                "PromotionFailed" if why.startswith("promotion failed") else "AnalysisFailed")
         cond = Condition("RolledBack", "True", kind, why)
         if status.get("phase") == "Ready":
             out["reason"], out["message"] = f"RolledBack: {why}", why
