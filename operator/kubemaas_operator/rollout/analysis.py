@@ -38,12 +38,19 @@ class _Run:
 
 @dataclass(frozen=True)
 class Variants:
-    """The pods of each variant (key, e.g. pod name -> metrics URL) and their Prometheus selectors."""
+    """The pods of each variant (key, e.g. pod name -> metrics URL) and their Prometheus selectors
+    (label matchers without braces; ``""``: no pod of the variant can be named, no traffic)."""
 
     stable: Mapping[str, str]
     canary: Mapping[str, str]
     stable_selector: str = ""
     canary_selector: str = ""
+
+
+def _window(source: PrometheusSource, selector: str, window_s: float) -> Snapshot:
+    """The variant's traffic from Prometheus; an empty selector (no pod of the variant can be named
+    yet) is no traffic, never a query over every pod of the namespace."""
+    return source.window(selector, window_s) if selector else Snapshot()
 
 
 class Analyses:
@@ -97,7 +104,7 @@ class Analyses:
             source = PrometheusSource(analysis.prometheus_url)
             try:
                 canary, stable = await asyncio.gather(
-                    asyncio.to_thread(source.window, pods.canary_selector, analysis.interval_s),
+                    asyncio.to_thread(_window, source, pods.canary_selector, analysis.interval_s),
                     asyncio.to_thread(source.window, pods.stable_selector, analysis.interval_s),
                 )
             except ScrapeError as exc:

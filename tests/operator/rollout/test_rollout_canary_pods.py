@@ -69,9 +69,10 @@ def test_the_prometheus_canary_selector_names_the_current_template_only() -> Non
     pods[0]["metadata"]["labels"]["pod-template-hash"] = "5d8f7"
     pods[1]["metadata"]["labels"]["pod-template-hash"] = "7c9b4"
     # v2's pods (and another ModelService's, e.g. one named m-canary-x) are left out
-    assert canary_selector("ml", "m-canary", pods, V3_HASH) == 'namespace="ml",pod=~"m-canary-(7c9b4)-[a-z0-9]+"'
+    assert canary_selector("ml", "m-canary", pods, V3_HASH) == 'namespace="ml",pod=~"m-canary-7c9b4-[bcdfghjklmnpqrstvwxz2456789]{5}"'
     # before any pod of the current template exists: the Deployment's pods, whatever the template
-    assert canary_selector("ml", "m-canary", pods[:1], V3_HASH) == 'namespace="ml",pod=~"m-canary-[a-z0-9]+-[a-z0-9]+"'
+    assert canary_selector("ml", "m-canary", pods[:1], V3_HASH) == (
+        'namespace="ml",pod=~"m-canary-[bcdfghjklmnpqrstvwxz2456789]{1,10}-[bcdfghjklmnpqrstvwxz2456789]{5}"')
 
 
 def test_route_weight_waits_for_the_canary_pods_this_step_wants() -> None:

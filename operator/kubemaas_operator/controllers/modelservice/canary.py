@@ -35,6 +35,13 @@ from kubemaas_operator.kube.manifests import ANNOTATION_SPEC_HASH, API_VERSION
 from kubemaas_operator.rollout import state as machine
 from kubemaas_operator.rollout.analysis import Variants
 from kubemaas_operator.rollout.children import LABEL_TRACK, canary_deployment, canary_name
+from kubemaas_operator.rollout.podnames import (
+    MAX_NAME_LENGTH,
+    hash_survives,
+    names_distinguish,
+    names_pattern,
+    pod_name_pattern,
+)
 from kubemaas_operator.rollout.spec import RolloutSpec, RolloutSpecError, parse_rollout
 from kubemaas_operator.rollout.split import Split, split_replicas
 
@@ -132,20 +139,42 @@ def scrape_targets(pods: Iterable[Mapping[str, Any]], port: int, canary_hash: st
 def canary_selector(namespace: str, deploy_name: str, pods: Iterable[Mapping[str, Any]], canary_hash: str | None) -> str:
     """PromQL label matchers for the canary pods of the current template (``prometheusUrl``).
 
-    Pod names are ``<deployment>-<pod-template-hash>-<suffix>``; the hashes are read from the pods
-    that carry the canary Deployment's current ``kubemaas.io/spec-hash``, so a previous canary
-    revision's pods (and those of a ModelService whose name starts with ``<deployment>-``) are
-    not counted. Before such a pod exists, any template of the Deployment matches.
+    Pod names are ``(<deployment>-<pod-template-hash>-)[:58]`` + 5 characters (``rollout.podnames``:
+    the API server cuts long bases); the hashes are read from the pods that carry the canary
+    Deployment's current ``kubemaas.io/spec-hash``, so a previous canary revision's pods (and those
+    of a ModelService whose name starts with ``<deployment>-``) are not counted. Before such a pod
+    exists, any template of the Deployment matches. When the name is so long that the cut falls
+    into the hash (``<deployment>-`` of 48 characters or more), names no longer tell templates
+    apart: the current template's pods are then named one by one. Names so long that even stable
+    and canary pods look alike (``podnames.names_distinguish`` of the stable Deployment fails),
+    with no pod of the current template yet, give ``""``: no canary traffic to read.
     """
-    hashes: set[str] = set()
+    current: dict[str, str] = {}
     for pod in pods:
         meta = pod.get("metadata") or {}
         labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
         if (canary_hash is not None and labels.get(LABEL_TRACK) == "canary" and labels.get("pod-template-hash")
-                and annotations.get(ANNOTATION_SPEC_HASH) == canary_hash):
-            hashes.add(str(labels["pod-template-hash"]))
-    template = f"({'|'.join(sorted(hashes))})" if hashes else "[a-z0-9]+"
-    return f'namespace="{namespace}",pod=~"{deploy_name}-{template}-[a-z0-9]+"'
+                and annotations.get(ANNOTATION_SPEC_HASH) == canary_hash and meta.get("name")):
+            current[str(meta["name"])] = str(labels["pod-template-hash"])
+    if current and not all(hash_survives(deploy_name, h) for h in current.values()):
+        return f'namespace="{namespace}",pod=~"{names_pattern(current)}"'
+    if not current and len(deploy_name) >= MAX_NAME_LENGTH:  # canary_name() of a stable name of 56+
+        return ""
+    return f'namespace="{namespace}",pod=~"{pod_name_pattern(deploy_name, current.values())}"'
+
+
+def stable_selector(namespace: str, stable_deploy: str, pods: Iterable[Mapping[str, Any]] = ()) -> str:
+    """PromQL label matchers for the stable pods (``prometheusUrl``): any template of the stable
+    Deployment. Its pattern never matches a canary pod while the names tell them apart (up to 55
+    characters, ``podnames.names_distinguish``); beyond that the stable pods in ``pods`` (those
+    without ``kubemaas.io/track: canary``) are named one by one."""
+    if not names_distinguish(stable_deploy):
+        names = [str(p["metadata"]["name"]) for p in pods
+                 if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_TRACK) != "canary"
+                 and (p.get("metadata") or {}).get("name")]
+        if names:
+            return f'namespace="{namespace}",pod=~"{names_pattern(names)}"'
+    return f'namespace="{namespace}",pod=~"{pod_name_pattern(stable_deploy)}"'
 
 
 def _variants(ctx: Context, namespace: str, name: str, canary_deploy: Mapping[str, Any] | None) -> Variants:
@@ -156,7 +185,7 @@ def _variants(ctx: Context, namespace: str, name: str, canary_deploy: Mapping[st
     stable, canary = scrape_targets(pods, port, canary_hash)
     return Variants(
         stable=stable, canary=canary,
-        stable_selector=f'namespace="{namespace}",pod=~"{stable_deploy}-[a-z0-9]+-[a-z0-9]+"',
+        stable_selector=stable_selector(namespace, stable_deploy, pods),
         canary_selector=canary_selector(namespace, canary_name(stable_deploy), pods, canary_hash),
     )
 
