@@ -30,6 +30,7 @@ from kubemaas_operator.controllers.modelservice.observe import deployment_health
 from kubemaas_operator.controllers.modelservice.spec import ModelServiceSpec
 from kubemaas_operator.controllers.modelservice.status import FATAL_POD_REASONS
 from kubemaas_operator.kube import conditions, events
+from kubemaas_operator.kube.client import ApiException
 from kubemaas_operator.kube.conditions import Condition
 from kubemaas_operator.kube.manifests import ANNOTATION_SPEC_HASH, API_VERSION
 from kubemaas_operator.rollout import state as machine
@@ -64,6 +65,8 @@ class CanaryResult:
     """spec.replicas of the stable Deployment (None: no canary, so all of ``spec.replicas``)."""
     status: dict[str, Any]
     requeue_s: float | None = None
+    consume: str | None = None
+    """The ``kubemaas.io/rollout`` value to remove once ``status`` is written (``consume_command``)."""
 
 
 def revision(bundle: ServingBundle) -> machine.Revision:
@@ -291,15 +294,21 @@ async def step_rollout(
     if st.stable is None and current is not None:
         st = machine.RolloutState(stable=revision(current), history=st.history)  # adopt what runs
     if serving is None:
-        return CanaryResult(current, None, _status(st, 0, None))
+        held = _status(st, 0, None)
+        held["rollout"]["commandApplied"] = (old.get("rollout") or {}).get("commandApplied")  # keep the mark
+        return CanaryResult(current, None, held)
 
     ann = meta.get("annotations") or {}
+    raw = ann.get(machine.ANNOTATION) or None
     command: machine.Command | None = None
     bad_command = None
-    try:
-        command = machine.parse_command(ann.get(machine.ANNOTATION))
-    except ValueError as exc:
-        bad_command = str(exc)
+    if raw is not None and raw == (old.get("rollout") or {}).get("commandApplied"):
+        pass  # acted on by an earlier sync whose removal of the annotation failed: only remove it
+    else:
+        try:
+            command = machine.parse_command(raw)
+        except ValueError as exc:
+            bad_command = str(exc)
 
     canary_deploy_name = canary_name(children.predictor_name(name))
     canary_deploy = ctx.cache.get("Deployment", namespace, canary_deploy_name)
@@ -344,11 +353,8 @@ async def step_rollout(
     body = {**msvc, "kind": KIND, "apiVersion": API_VERSION}
     for event in plan.events:
         await events.record(ctx.kube, body, event.type, event.reason, event.message)
-    if bad_command is not None or command is not None:
-        if bad_command is not None:
-            await events.record(ctx.kube, body, "Warning", "InvalidRolloutCommand", bad_command)
-        await ctx.kube.merge_patch(API_VERSION, KIND, namespace, name,
-                                   {"metadata": {"annotations": {machine.ANNOTATION: None}}})
+    if bad_command is not None:
+        await events.record(ctx.kube, body, "Warning", "InvalidRolloutCommand", bad_command)
 
     # The stable Deployment: the stable revision (the promoted one once promoting), its share.
     stable_bundle = stable_serving(new.stable, serving, current)
@@ -365,7 +371,43 @@ async def step_rollout(
             status["rollout"]["split"]["effectiveWeight"] = float(routed.weight)
     last = ctx.analyses.last(key) if new.phase in ("Progressing", "Paused") else None
     status["rollout"]["lastAnalysis"] = {"decision": last.decision, "reason": last.reason} if last else None
-    return CanaryResult(stable_bundle, stable_replicas, status, requeue)
+    # The command's effect goes into this status; the annotation is removed only after it is
+    # written (consume_command), and ``commandApplied`` marks it taken until then.
+    status["rollout"]["commandApplied"] = raw
+    return CanaryResult(stable_bundle, stable_replicas, status, requeue, consume=raw)
+
+
+async def consume_command(ctx: Context, msvc: Mapping[str, Any], value: str) -> None:
+    """Remove the ``kubemaas.io/rollout`` annotation ``value`` once its effect is in the status.
+
+    The order makes a command durable and single: an API error before the status write leaves the
+    annotation for the next sync to act on (nothing was recorded), and one between the write and
+    this removal leaves it with ``status.rollout.commandApplied`` equal to it, which the next sync
+    reads as already done and only removes. (Argo Rollouts' ``kubectl argo rollouts promote`` writes
+    the status itself, so it never has the gap.) The removal carries the resourceVersion the status
+    write left, so a command annotated again in between (which changes the object) is not removed
+    unread: the 409 is left to the sync that the change triggers. The same value re-annotated in
+    that instant is taken for the one just applied. Raises ApiException on other API errors.
+    """
+    meta = msvc["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    current = ctx.cache.get(KIND, namespace, name) or msvc
+    version = (current.get("metadata") or {}).get("resourceVersion")
+    if ((current.get("metadata") or {}).get("annotations") or {}).get(machine.ANNOTATION) != value:
+        return
+    body: dict[str, Any] = {"metadata": {"annotations": {machine.ANNOTATION: None}}}
+    if version:
+        body["metadata"]["resourceVersion"] = version
+    try:
+        written = await ctx.kube.merge_patch(API_VERSION, KIND, namespace, name, body)
+    except ApiException as exc:
+        if exc.status == 409:
+            ctx.log.info(f"ModelService {namespace}/{name} changed before {machine.ANNOTATION}={value} was removed; "
+                         "the next sync decides")
+            return
+        raise
+    if written is not None:
+        ctx.cache.put(written)
 
 
 def decorate(status: dict[str, Any], result: CanaryResult, old: Mapping[str, Any], generation: int) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from kubemaas_operator.controllers.context import Context
 from kubemaas_operator.controllers.modelservice import children
 from kubemaas_operator.controllers.modelservice import compression as jobs
 from kubemaas_operator.controllers.modelservice.artifact import resolve_artifact
-from kubemaas_operator.controllers.modelservice.canary import decorate, step_rollout
+from kubemaas_operator.controllers.modelservice.canary import consume_command, decorate, step_rollout
 from kubemaas_operator.controllers.modelservice.compress import CompressionResult, compress
 from kubemaas_operator.controllers.modelservice.observe import deployment_health, replicas_outside_range
 from kubemaas_operator.controllers.modelservice.rollout import PERMANENT_STATUSES, roll_out
@@ -165,6 +165,8 @@ async def _sync(ctx: Context, msvc: dict[str, Any], *, force: bool) -> Outcome:
     )
     new = decorate(build_status(observed), canary, old, observed.generation)
     patch = await _write(ctx, msvc, new)
+    if canary.consume is not None:  # the command's effect is in the status now: remove it
+        await consume_command(ctx, msvc, canary.consume)
     if patch and new["phase"] == "Ready" and comp is not None and comp.status is not None:
         await _prune_compression_jobs(ctx, namespace, name, keep=str(comp.status["job"]))
     again = [t for t in (WAITING_RECHECK_S if comp is not None and comp.running else None, canary.requeue_s) if t]
