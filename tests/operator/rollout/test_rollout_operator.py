@@ -180,7 +180,8 @@ def test_a_new_training_run_goes_through_the_canary(
     finish_run(control_plane, ns, "s3://bucket/run2", run2)
     obj = rollout_in(control_plane, ns, "Progressing", timeout=90)
     st = obj["status"]["rollout"]
-    assert (st["canary"]["sha256"], st["stable"]["sha256"], st["column"]) == (run2, run1, "canary 25%")
+    # 2 replicas at 25 %: ceil(0.5) = 1 canary pod beside 1 stable pod, so half the traffic
+    assert (st["canary"]["sha256"], st["stable"]["sha256"], st["column"]) == (run2, run1, "canary 25% (1/2 pods)")
     canary = poll(lambda: deploy(control_plane, ns, "m-canary"), timeout=30, what="the canary Deployment")
     assert fetched(canary) == "s3://bucket/run2"
     assert fetched(deploy(control_plane, ns, "m")) == "s3://bucket/run1"
