@@ -366,3 +366,47 @@ def test_a_stable_deployment_deleted_mid_canary_comes_back_on_the_stable_revisio
     assert (fetched(again), again["spec"]["replicas"]) == ("s3://bucket/v1", 3)
     st = msvc(control_plane, ns)["status"]["rollout"]
     assert (st["phase"], st["stable"]["uri"], st["canary"]["uri"]) == ("Progressing", "s3://bucket/v1", "s3://bucket/v2")
+
+
+def test_a_promotion_whose_stable_pods_crash_loop_rolls_back_to_the_previous_stable(
+    control_plane: ControlPlane, operator_process: OperatorProcess, namespace: str
+) -> None:
+    """Promoting rolls the stable Deployment to v2 at full size; its new pods crash-loop there.
+
+    kwok makes every scheduled pod Ready at once, so the nodes are cordoned while the promotion
+    runs: the new stable pods stay unscheduled and the test gives one the status a crash-looping
+    pod has (as the canary crash-loop test above does), which is what the operator reads."""
+    ns = namespace
+    start_canary(control_plane, ns)
+    nodes = [n["metadata"]["name"] for n in (get_json(control_plane, "nodes") or {}).get("items") or []]
+    for node in nodes:
+        control_plane.kubectl("cordon", node)
+    try:
+        annotate(control_plane, ns, "promote-full")
+        rollout_in(control_plane, ns, "Promoting")
+
+        def new_stable_pod() -> Any:
+            items = (get_json(control_plane, "pods", "-n", ns) or {}).get("items") or []
+            return next((p["metadata"]["name"] for p in items if not p["spec"].get("nodeName")
+                         and "kubemaas.io/track" not in p["metadata"].get("labels", {})), None)
+
+        pod = poll(new_stable_pod, timeout=60, what="a stable pod of the promoted revision")
+        set_pod_status(control_plane, ns, pod, {"containerStatuses": [{
+            "name": "kserve-container", "image": "kubemaas/serving:test", "imageID": "", "ready": False,
+            "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+            "lastState": {"terminated": {"exitCode": 137, "message": "OOMKilled at full size"}},
+        }]})
+        obj = rollout_in(control_plane, ns, "RolledBack")
+    finally:
+        for node in nodes:
+            control_plane.kubectl("uncordon", node)
+    st = obj["status"]
+    why = st["rollout"]["reason"]
+    assert why.startswith("promotion failed: the stable pods cannot run ")
+    assert f"CrashLoopBackOff: pod {pod}" in why
+    assert "OOMKilled at full size" in why
+    assert (st["rollout"]["stable"]["uri"], st["rollout"]["column"]) == ("s3://bucket/v1", "rolled back")
+    assert [(h["outcome"], h["why"]) for h in st["history"]][-1] == ("RolledBack", why)
+    assert (condition(obj, "RolledBack") or {}).get("reason") == "PromotionFailed"
+    poll(lambda: fetched(deploy(control_plane, ns, "m")) == "s3://bucket/v1", timeout=30, what="stable back on v1")
+    poll(lambda: deploy(control_plane, ns, "m-canary")["spec"]["replicas"] == 0, timeout=30, what="canary at 0")
