@@ -410,3 +410,21 @@ def test_a_promotion_whose_stable_pods_crash_loop_rolls_back_to_the_previous_sta
     assert (condition(obj, "RolledBack") or {}).get("reason") == "PromotionFailed"
     poll(lambda: fetched(deploy(control_plane, ns, "m")) == "s3://bucket/v1", timeout=30, what="stable back on v1")
     poll(lambda: deploy(control_plane, ns, "m-canary")["spec"]["replicas"] == 0, timeout=30, what="canary at 0")
+
+
+def test_scaled_to_zero_mid_canary_pauses_and_says_why_then_resumes(
+    control_plane: ControlPlane, operator_process: OperatorProcess, namespace: str
+) -> None:
+    ns = namespace
+    start_canary(control_plane, ns)
+    control_plane.kubectl("scale", "msvc", "m", "-n", ns, "--replicas=0")
+    obj = rollout_in(control_plane, ns, "Paused")
+    st = obj["status"]["rollout"]
+    assert st["reason"].startswith("scaled to zero: spec.replicas is 0, so no pod serves either revision")
+    assert (st["column"], st.get("stepStarted")) == ("paused 25% (0 pods)", None)
+    poll(lambda: deploy(control_plane, ns, "m-canary")["spec"]["replicas"] == 0, timeout=30, what="canary at 0")
+    assert "CanaryPaused" in reasons(control_plane, ns)
+    control_plane.kubectl("scale", "msvc", "m", "-n", ns, "--replicas=4")
+    obj = rollout_in(control_plane, ns, "Progressing")
+    assert obj["status"]["rollout"]["column"] == "canary 25%"
+    poll(lambda: deploy(control_plane, ns, "m-canary")["spec"]["replicas"] == 1, timeout=30, what="canary back at 1")
