@@ -12,7 +12,8 @@ and the split follows ``Plan.weight`` at once (in a cluster, removing the canary
 the Service's endpoints adds the reconcile + endpoint propagation time on top).
 
 * bad: the canary fails every request. Reported: time from the canary Ready to rollback,
-  requests that reached the bad model, their share of all requests in that time.
+  requests that reached the bad model, their share of all requests in that time, and the
+  requests that failed (any answer but a 2xx, so the bad model's 400s count).
 * good: the canary is a healthy retrained model. Reported: time to promotion, failed requests.
 
 Prints a markdown table and writes it to bench/results/canary.md.
@@ -157,13 +158,15 @@ def report(outcomes: list[Outcome]) -> str:
     lines = [
         f"Loopback, {REPLICAS} replicas split per pod, {RATE:.0f} req/s from {WORKERS} clients, default spec.rollout.",
         "",
-        "| canary | outcome | canary Ready -> outcome | requests in that time | to the canary | share | failed |",
+        "| canary | outcome | canary Ready -> outcome | requests in that time | to the canary | share | failed (non-2xx) |",
         "|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
         win = o.window()
         to_canary = sum(1 for _, t, _ in win if t == "canary")
-        failed = sum(1 for _, _, status in o.log if status >= 500)
+        # Every answer but a 2xx failed the client: the failing model answers 400 since its kernel's
+        # error became an input error (it answered 500 before), and both are what a client sees.
+        failed = sum(1 for _, _, status in o.log if not 200 <= status < 300)
         share = to_canary / len(win) if win else 0.0
         lines.append(f"| {o.case} | {o.phase} | {o.finished_at - o.ready_at:.1f} s | {len(win)} | {to_canary} | "
                      f"{share:.1%} | {failed} |")
