@@ -2,7 +2,8 @@
 
 Pure parts: ``spec`` (``spec.rollout``), ``split`` (replicas per weight), ``samples`` (parse
 ``/metrics``, per-interval deltas, p95 from buckets), ``judgement`` (one interval ->
-continue / rollback / inconclusive) and ``state`` (the state machine). I/O: ``scrape`` (pods'
+continue / rollback / inconclusive), ``state`` (the state machine) and ``podnames`` (the names
+Kubernetes gives a Deployment's pods, for Prometheus selectors). I/O: ``scrape`` (pods'
 ``/metrics`` or a Prometheus query endpoint).
 """
 
