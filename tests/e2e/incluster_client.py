@@ -11,8 +11,10 @@ would, and never leave the network namespaces the harness made.
 `accuracy` sends every held-out row in batches and prints one JSON line: rows, accuracy,
 request-id echo failures. `load` sends one-row requests back to back (each with a 10 s
 timeout) until the stop file appears or --max-seconds pass, printing a JSON progress line
-every 5 s and a final one with ok/failed counts and the first errors. Exit status 0 unless
-the arguments are wrong.
+every 5 s and a final one with ok/failed counts, the first errors and a timeline: ok and
+failed requests per wall-clock second (Unix time, the node's clock, which the pods share), so
+the test can count what failed between two moments the API server recorded (a canary pod's
+Ready, its rollback). Exit status 0 unless the arguments are wrong.
 """
 
 from __future__ import annotations
@@ -81,19 +83,25 @@ def accuracy(url: str, model: str, data: dict[str, Any], batch: int) -> dict[str
 
 
 def load(url: str, model: str, data: dict[str, Any], stop_file: str, max_seconds: float) -> dict[str, Any]:
-    """One-row requests back to back until `stop_file` exists; count what failed and why."""
+    """One-row requests back to back until `stop_file` exists; count what failed, when and why.
+
+    ``timeline`` lists ``[second, ok, failed]`` for every Unix second in which a request ended.
+    """
     name = input_name(url, model)
     inputs = data["inputs"]
     ok, failed = 0, 0
     errors: list[str] = []
+    per_second: dict[int, list[int]] = {}
     began = last_report = time.monotonic()
     i = 0
     while not os.path.exists(stop_file) and time.monotonic() - began < max_seconds:
         try:
             infer(url, model, [inputs[i % len(inputs)]], f"load-{i}", name)
             ok += 1
+            per_second.setdefault(int(time.time()), [0, 0])[0] += 1
         except (urllib.error.URLError, OSError, ValueError, KeyError) as error:
             failed += 1
+            per_second.setdefault(int(time.time()), [0, 0])[1] += 1
             if len(errors) < 10:
                 errors.append(f"{time.monotonic() - began:.1f}s: {error!r}")
         i += 1
@@ -106,6 +114,7 @@ def load(url: str, model: str, data: dict[str, Any], stop_file: str, max_seconds
         "failed": failed,
         "errors": errors,
         "seconds": round(time.monotonic() - began, 1),
+        "timeline": [[second, *counts] for second, counts in sorted(per_second.items())],
     }
 
 
