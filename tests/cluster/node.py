@@ -314,6 +314,11 @@ class RealNode:
         skipping those already there. Returns seconds per imported reference."""
         refs = list(refs)
         have = self.images()
+        # Older builds of our images only fill the disk: drop them BEFORE importing, and wait for
+        # containerd's GC (--sync), so the disk never holds two training images (6.6 GB each,
+        # twice over: the layer blobs and their unpacked snapshots) at once.
+        for stale in sorted(ref for ref in have - set(refs) if ref.startswith(OWN_IMAGES)):
+            self.ctr("images", "rm", "--sync", stale)
         took: dict[str, float] = {}
         for ref in refs:
             if ref in have:
@@ -368,9 +373,6 @@ class RealNode:
         missing = [ref for ref in refs if ref not in now]
         if missing:
             raise ControlPlaneError(f"containerd lacks {missing} after import")
-        # Older builds of our images only fill the disk (containerd's GC drops their unshared layers).
-        for stale in sorted(ref for ref in now - set(refs) if ref.startswith(OWN_IMAGES)):
-            self.ctr("images", "rm", stale)
         return took
 
     def logs(self, name: str) -> str:
